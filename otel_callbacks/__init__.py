@@ -1,0 +1,91 @@
+"""OpenTelemetry-instrumented drop-in for ``ultralytics.utils.callbacks.base``.
+
+Same names as Ultralytics' module; every callback that enters a callbacks dict made by
+:func:`get_default_callbacks` is timed through OpenTelemetry.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+from .config import Settings
+from .histograms import metric_views
+from .hooks import (
+    default_callbacks,
+    on_before_zero_grad,
+    on_export_end,
+    on_export_start,
+    on_fit_epoch_end,
+    on_model_save,
+    on_params_update,
+    on_predict_batch_end,
+    on_predict_batch_start,
+    on_predict_end,
+    on_predict_postprocess_end,
+    on_predict_start,
+    on_pretrain_routine_end,
+    on_pretrain_routine_start,
+    on_train_batch_end,
+    on_train_batch_start,
+    on_train_end,
+    on_train_epoch_end,
+    on_train_epoch_start,
+    on_train_start,
+    on_val_batch_end,
+    on_val_batch_start,
+    on_val_end,
+    on_val_start,
+    optimizer_step,
+    teardown,
+)
+from .integrations import add_integration_callbacks
+from .registry import CallbackDict, CallbackList
+from .telemetry import configure, shutdown
+from .timing import InstrumentedCallback, instrument
+
+__version__ = "0.1.0"
+
+
+def get_default_callbacks() -> CallbackDict:
+    """A fresh instrumented ``defaultdict(list)`` of the default callbacks (new lists, same hooks)."""
+    return CallbackDict(list, deepcopy(default_callbacks))
+
+
+__all__ = [
+    "CallbackDict",
+    "CallbackList",
+    "InstrumentedCallback",
+    "Settings",
+    "add_integration_callbacks",
+    "configure",
+    "default_callbacks",
+    "get_default_callbacks",
+    "instrument",
+    "metric_views",
+    "on_before_zero_grad",
+    "on_export_end",
+    "on_export_start",
+    "on_fit_epoch_end",
+    "on_model_save",
+    "on_params_update",
+    "on_predict_batch_end",
+    "on_predict_batch_start",
+    "on_predict_end",
+    "on_predict_postprocess_end",
+    "on_predict_start",
+    "on_pretrain_routine_end",
+    "on_pretrain_routine_start",
+    "on_train_batch_end",
+    "on_train_batch_start",
+    "on_train_end",
+    "on_train_epoch_end",
+    "on_train_epoch_start",
+    "on_train_start",
+    "on_val_batch_end",
+    "on_val_batch_start",
+    "on_val_end",
+    "on_val_start",
+    "optimizer_step",
+    "shutdown",
+    "teardown",
+]

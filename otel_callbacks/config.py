@@ -1,0 +1,112 @@
+"""``OTEL_CALLBACKS_*`` settings, read and validated in one place.
+
+OpenTelemetry's own variables (``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_*``...) are read by
+the SDK and the exporters themselves; only ``OTEL_SDK_DISABLED`` is looked at here, because it
+turns the whole layer into plain pass-through calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; accepted: {', '.join(_TRUE + _FALSE)}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} is not accepted; expected an integer >= 0")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} is not accepted; expected a finite number of seconds > 0")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1000:
+        raise ValueError(f"{name}={raw!r} is not accepted; expected a number from 0 (off) to 1000")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The project's own knobs. ``Settings.from_env()`` is the only reader of the environment."""
+
+    enabled: bool = True
+    """``OTEL_CALLBACKS_ENABLED`` (and not ``OTEL_SDK_DISABLED``): false makes every wrapper a plain call."""
+    output_dir: Path = Path("runs/otel")
+    """``OTEL_CALLBACKS_DIR``: where the embedded default writes its OTLP-JSON-lines files."""
+    batch_spans_first: int = 3
+    """``OTEL_CALLBACKS_BATCH_SPANS_FIRST``: per-batch spans kept for the first N batches of each loop."""
+    batch_spans_every: int = 100
+    """``OTEL_CALLBACKS_BATCH_SPANS_EVERY``: and for every Nth batch after them (0: none)."""
+    slow_threshold: float = 1.0
+    """``OTEL_CALLBACKS_SLOW_THRESHOLD``: seconds above which a callback invocation is slow."""
+    slow_batch_fraction: float = 0.5
+    """``OTEL_CALLBACKS_SLOW_BATCH_FRACTION``: a per-batch callback is also slow above this
+    fraction of the median batch time (0 turns the relative rule off)."""
+    summary: bool = True
+    """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
+    shutdown_timeout: float = 5.0
+    """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; an invalid value raises ``ValueError`` naming it."""
+        env = os.environ if env is None else env
+        sdk_disabled = _bool(env, "OTEL_SDK_DISABLED", False)
+        return cls(
+            enabled=_bool(env, "OTEL_CALLBACKS_ENABLED", True) and not sdk_disabled,
+            output_dir=Path(env.get("OTEL_CALLBACKS_DIR", "").strip() or cls.output_dir),
+            batch_spans_first=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_FIRST", cls.batch_spans_first),
+            batch_spans_every=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_EVERY", cls.batch_spans_every),
+            slow_threshold=_seconds(env, "OTEL_CALLBACKS_SLOW_THRESHOLD", cls.slow_threshold),
+            slow_batch_fraction=_fraction(env, "OTEL_CALLBACKS_SLOW_BATCH_FRACTION", cls.slow_batch_fraction),
+            summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
+            shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
+        )
+
+    def samples_batch(self, index: int) -> bool:
+        """Whether the batch at this 0-based index of its loop gets spans."""
+        if index < self.batch_spans_first:
+            return True
+        every = self.batch_spans_every
+        return every > 0 and index % every == 0

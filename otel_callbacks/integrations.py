@@ -1,0 +1,80 @@
+"""``add_integration_callbacks``: Ultralytics' integrations and third-party ones, labelled.
+
+Ultralytics' own integrations are added by Ultralytics' own function when it is installed, so
+the same integrations arrive under the same SETTINGS and trainer-only conditions, with the same
+dedupe; because ``instance.callbacks`` is an instrumented dict, each one is wrapped on the way
+in and labelled from its module. Third-party packages add theirs through the
+``otel_callbacks.integrations`` entry point group: each entry point names a ``{event: callback}``
+dict, or a function ``(instance) -> dict``, and its name is the integration label.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from . import semconv
+from .timing import instrument
+
+ENTRY_POINT_GROUP = "otel_callbacks.integrations"
+
+logger = logging.getLogger(semconv.LOGGER_NAME)
+
+# Modules whose callbacks are the framework's defaults rather than an integration's.
+_DEFAULT_MODULES = ("otel_callbacks.hooks", "ultralytics.utils.callbacks.base")
+_ULTRALYTICS_CALLBACKS = "ultralytics.utils.callbacks."
+_RENAMED = {"wb": "wandb"}
+
+
+def integration_from_module(module: str) -> str:
+    """``ultralytics.utils.callbacks.tensorboard`` -> ``tensorboard``; unknown modules -> ``user``."""
+    if module in _DEFAULT_MODULES:
+        return semconv.INTEGRATION_DEFAULT
+    if module.startswith(_ULTRALYTICS_CALLBACKS):
+        name = module[len(_ULTRALYTICS_CALLBACKS) :].split(".")[0]
+        return _RENAMED.get(name, name)
+    if module == "ultralytics.utils.events":
+        return "events"
+    return semconv.INTEGRATION_USER
+
+
+def _ultralytics_add_integration_callbacks() -> Callable[[Any], None] | None:
+    """Ultralytics' original function, or None when Ultralytics is not installed."""
+    try:
+        from ultralytics.utils.callbacks import base
+    except ImportError:
+        return None
+    function = base.add_integration_callbacks
+    return None if function is add_integration_callbacks else function
+
+
+def add_integration_callbacks(instance: Any) -> None:
+    """Add every available integration's callbacks to ``instance.callbacks``, instrumented.
+
+    Keeps Ultralytics' semantics: a callback already in an event's list is not added again.
+    """
+    ultralytics_add = _ultralytics_add_integration_callbacks()
+    if ultralytics_add is not None:
+        ultralytics_add(instance)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+            callbacks = loaded(instance) if callable(loaded) else loaded
+        except Exception as exc:
+            logger.warning(
+                "otel_callbacks: integration %r (%s) failed to load, skipped: %s",
+                entry_point.name,
+                entry_point.value,
+                exc,
+            )
+            continue
+        _add(instance, entry_point.name, callbacks)
+
+
+def _add(instance: Any, integration: str, callbacks: Mapping[str, Any]) -> None:
+    for event, callback in callbacks.items():
+        for one in callback if isinstance(callback, (list, tuple)) else (callback,):
+            if one not in instance.callbacks[event]:
+                instance.callbacks[event].append(instrument(one, event, integration))

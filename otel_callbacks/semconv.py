@@ -1,0 +1,62 @@
+"""The telemetry contract: every span, metric and attribute name, in one place.
+
+Dashboards, alert rules and tests import these names (or match their Prometheus spelling,
+``.`` -> ``_``), so renaming one here is a breaking change for all of them.
+"""
+
+from __future__ import annotations
+
+TRACER_NAME = "otel_callbacks"
+METER_NAME = "otel_callbacks"
+LOGGER_NAME = "otel_callbacks"
+
+# Attribute keys (spans and metrics share them, as OpenTelemetry semantic conventions do).
+ATTR_EVENT = "ultralytics.event"
+ATTR_CALLBACK = "code.function.name"
+ATTR_INTEGRATION = "ultralytics.integration"
+ATTR_MODE = "ultralytics.mode"
+ATTR_EPOCH = "ultralytics.epoch"
+ATTR_BATCH_INDEX = "ultralytics.batch.index"  # spans only: unbounded cardinality
+ATTR_PHASE = "ultralytics.phase"
+ATTR_ERROR_TYPE = "error.type"
+
+# Values of ATTR_INTEGRATION that are not an integration's own name.
+INTEGRATION_DEFAULT = "default"
+INTEGRATION_USER = "user"
+
+# Values of ATTR_MODE.
+MODE_TRAIN = "train"
+MODE_VAL = "val"
+MODE_PREDICT = "predict"
+MODE_EXPORT = "export"
+
+# Metrics.
+METRIC_CALLBACK_DURATION = "ultralytics.callback.duration"
+METRIC_CALLBACK_SLOW = "ultralytics.callback.slow"
+METRIC_PHASE_DURATION = "ultralytics.phase.duration"
+METRIC_TELEMETRY_ERRORS = "otel_callbacks.telemetry.errors"
+
+# Explicit bucket boundaries in seconds, 100 us to 60 s, for every duration histogram.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+# Span events.
+EVENT_SLOW_CALLBACK = "slow_callback"

@@ -1,0 +1,302 @@
+"""Providers, instruments and exporters: set up once, from the environment, never twice.
+
+A tracer or meter provider that the application already installed is used as it is. Otherwise
+this module builds private ones (it never sets the global providers, so the application stays free
+to set its own) from OpenTelemetry's variables, taking exporters from the entry points that the
+SDK and the exporter packages register, and falling back to the embedded OTLP-JSON-lines file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from . import semconv
+from .config import Settings
+from .histograms import BufferedHistogram, has_metric_views, metric_views
+from .phases import PhaseTracker
+
+logger = logging.getLogger(semconv.LOGGER_NAME)
+
+active: Telemetry | None = None
+"""The configured telemetry; ``None`` until :func:`configure` runs (lazily, on the first callback)."""
+
+_lock = threading.RLock()
+
+
+class Telemetry:
+    """Everything the wrappers need at call time: one object, so rebinding is one identity check."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        owned: Iterable[Any] = (),
+        output: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.owned = list(owned)  # providers built here, shut down at exit
+        self.output = output  # the embedded default's file, when it is used
+        self.slow_ns = int(settings.slow_threshold * 1e9)
+        self.tracer = trace.get_tracer(semconv.TRACER_NAME, _version(), tracer_provider=tracer_provider)
+        meter = metrics.get_meter(semconv.METER_NAME, _version(), meter_provider=meter_provider)
+        mergeable = has_metric_views(meter_provider)
+        seconds = {"unit": "s", "explicit_bucket_boundaries_advisory": semconv.DURATION_BUCKETS}
+        self.callback_duration = BufferedHistogram(
+            meter.create_histogram(
+                semconv.METRIC_CALLBACK_DURATION,
+                description="Duration of each callback invocation",
+                **seconds,
+            ),
+            mergeable,
+        )
+        self.phase_duration = BufferedHistogram(
+            meter.create_histogram(
+                semconv.METRIC_PHASE_DURATION,
+                description="Duration of each training phase (epoch, batch, val, ...)",
+                **seconds,
+            ),
+            mergeable,
+        )
+        self.slow_counter = meter.create_counter(
+            semconv.METRIC_CALLBACK_SLOW,
+            unit="{invocation}",
+            description="Callback invocations over the slow threshold",
+        )
+        self.error_counter = meter.create_counter(
+            semconv.METRIC_TELEMETRY_ERRORS,
+            unit="{error}",
+            description="Failures of the telemetry layer itself (never of the training)",
+        )
+        # No observations: this instrument exists so that every reader's collection (push or pull)
+        # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
+        meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
+        self.errors_seen: dict[str, int] = {}
+        self.phases = PhaseTracker(self)
+
+    def _flush_on_collect(self, options: CallbackOptions) -> Iterable[Observation]:
+        self.flush_metrics()
+        return ()
+
+    def flush_metrics(self) -> None:
+        try:
+            self.callback_duration.flush()
+            self.phase_duration.flush()
+        except Exception as exc:
+            self.report_error(exc)
+
+    def on_slow(self, callback: Any, binding: Any, state: Any, elapsed_ns: int, span: Any) -> None:
+        """Count a slow invocation, mark its span and warn once per callback per engine."""
+        duration, threshold = elapsed_ns / 1e9, state.slow_ns / 1e9
+        self.slow_counter.add(1, binding.attributes)
+        if span is not None:
+            span.add_event(
+                semconv.EVENT_SLOW_CALLBACK,
+                {"duration_s": duration, "threshold_s": threshold},
+            )
+        key = (callback.event, callback.callback_name)
+        if key not in state.warned:
+            state.warned.add(key)
+            logger.warning(
+                "otel_callbacks: slow callback %s for %s took %.3f s (threshold %.3f s)",
+                callback.callback_name,
+                callback.event,
+                duration,
+                threshold,
+            )
+
+    def report_error(self, exc: BaseException) -> None:
+        """Log a telemetry failure once per kind and count every occurrence."""
+        kind = type(exc).__qualname__
+        count = self.errors_seen.get(kind, 0)
+        self.errors_seen[kind] = count + 1
+        if not count:
+            logger.warning(
+                "otel_callbacks: telemetry failed (%s: %s); training continues, further %s "
+                "failures are counted in %s",
+                kind,
+                exc,
+                kind,
+                semconv.METRIC_TELEMETRY_ERRORS,
+            )
+        with contextlib.suppress(Exception):
+            self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind})
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush and shut down what this module built, waiting at most ``timeout`` seconds.
+
+        Shutting a meter provider down collects once more, which flushes the buffered durations.
+        """
+        owned, self.owned = self.owned, []
+        if not owned:
+            return
+
+        def _shutdown() -> None:
+            for provider in owned:
+                try:
+                    provider.shutdown()
+                except Exception as exc:
+                    logger.warning("otel_callbacks: shutdown of %r failed: %s", provider, exc)
+
+        worker = threading.Thread(target=_shutdown, name="otel_callbacks-shutdown", daemon=True)
+        worker.start()
+        worker.join(self.settings.shutdown_timeout if timeout is None else timeout)
+        if worker.is_alive():
+            logger.warning(
+                "otel_callbacks: telemetry not flushed within %.1f s "
+                "(OTEL_CALLBACKS_SHUTDOWN_TIMEOUT); unsent data is dropped",
+                self.settings.shutdown_timeout if timeout is None else timeout,
+            )
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _exporter_class(signal: str, name: str) -> Callable[[], Any]:
+    """An exporter (or metric reader) class by its OTEL_*_EXPORTER name, from entry points."""
+    if name == "otlp":
+        protocol = (
+            os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "http/protobuf"
+        ).strip()
+        protocols = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+        if protocol not in protocols:
+            raise ValueError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; accepted: grpc, http/protobuf"
+            )
+        name = protocols[protocol]
+    group = f"opentelemetry_{signal}_exporter"
+    found = {ep.name: ep for ep in entry_points(group=group)}
+    if name not in found:
+        hint = " (pip install 'otel-callbacks[otlp]')" if name.startswith("otlp") else ""
+        raise ValueError(
+            f"OTEL_{signal.upper()}_EXPORTER names {name!r}, which no installed package provides{hint}; "
+            f"available: {', '.join(sorted(found | {'none': None})) or 'none'}"
+        )
+    return found[name].load()
+
+
+def _exporter_names(signal: str) -> list[str] | None:
+    """The names in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; None when unset."""
+    raw = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip()
+    if not raw:
+        return None
+    return [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
+
+
+def _build_tracer_provider(resource: Any, file: Any) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from .otlp_file import FileSpanExporter
+
+    names = _exporter_names("traces")
+    exporters = [FileSpanExporter(file)] if names is None else [_exporter_class("traces", n)() for n in names]
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _build_meter_provider(resource: Any, file: Any) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
+    from .otlp_file import FileMetricExporter
+
+    names = _exporter_names("metrics")
+    readers = []
+    if names is None:
+        readers.append(PeriodicExportingMetricReader(FileMetricExporter(file)))
+    for name in names or ():
+        exporter = _exporter_class("metrics", name)()
+        readers.append(
+            exporter if isinstance(exporter, MetricReader) else PeriodicExportingMetricReader(exporter)
+        )
+    return MeterProvider(
+        resource=resource, metric_readers=readers, views=metric_views(), shutdown_on_exit=False
+    )
+
+
+def configure(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Telemetry:
+    """Set up telemetry for every instrumented callback; called lazily on the first callback.
+
+    Explicit providers win; then providers the application installed globally; otherwise
+    providers are built from ``OTEL_*`` variables, defaulting to the OTLP-JSON-lines file under
+    ``OTEL_CALLBACKS_DIR``. Calling it again replaces the previous setup (shutting down what that
+    one built). Invalid settings raise ``ValueError`` naming the variable.
+    """
+    global active
+    settings = Settings.from_env() if settings is None else settings
+    with _lock:
+        previous, active = active, None
+        if previous is not None:
+            previous.shutdown()
+        if not settings.enabled:
+            active = Telemetry(settings, trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
+            return active
+
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+        tracer_provider = tracer_provider or _application_provider(trace.get_tracer_provider())
+        meter_provider = meter_provider or _application_provider(metrics.get_meter_provider())
+        owned = []
+        output = None
+        if tracer_provider is None or meter_provider is None:
+            service = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "ultralytics"}
+            resource = Resource.create(service)
+            from .otlp_file import OtlpJsonLinesFile
+
+            output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME])
+            if tracer_provider is None:
+                tracer_provider = _build_tracer_provider(resource, output)
+                owned.append(tracer_provider)
+            if meter_provider is None:
+                meter_provider = _build_meter_provider(resource, output)
+                owned.append(meter_provider)
+        active = Telemetry(settings, tracer_provider, meter_provider, owned, output)
+        return active
+
+
+def _application_provider(provider: Any) -> Any:
+    """The global provider if the application set one, else None (the API's proxy or no-op)."""
+    name = type(provider).__name__
+    return None if name.startswith(("Proxy", "NoOp", "_Proxy", "_NoOp", "_Default")) else provider
+
+
+def ensure_configured() -> Telemetry:
+    """The active telemetry, configuring it from the environment on first use."""
+    with _lock:
+        return active if active is not None else configure()
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Flush and stop the active telemetry (also run at process exit)."""
+    global active
+    with _lock:
+        current, active = active, None
+    if current is not None:
+        current.shutdown(timeout)
+
+
+atexit.register(shutdown)

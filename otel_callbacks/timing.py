@@ -1,0 +1,253 @@
+"""The instrumented callback: the hot path that times, aggregates, samples and spans each call.
+
+An unsampled per-batch invocation costs two clock reads, a state lookup and a list append: no
+SDK call. Spans are made for non-batch events, for sampled batches, and after the fact for any
+invocation slower than the threshold, with its measured start and end.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from . import semconv, telemetry
+from .histograms import BUFFER_LIMIT
+from .hooks import BATCH_EVENTS, MODE_OF_EVENT
+
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+
+
+def qualified_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a callback, looking through partials and callable objects."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    target = func if hasattr(func, "__qualname__") else type(func)
+    module = getattr(target, "__module__", None) or "<unknown>"
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def integration_of(func: Callable[..., Any]) -> str:
+    """The integration a callback belongs to, from the module that defines it."""
+    from .integrations import integration_from_module
+
+    while isinstance(func, functools.partial):
+        func = func.func
+    return integration_from_module(getattr(func, "__module__", None) or "")
+
+
+def _disabled_by_env() -> bool:
+    value = os.environ.get("OTEL_CALLBACKS_ENABLED", "").strip().lower()
+    return value in ("false", "0", "no", "off") or os.environ.get(
+        "OTEL_SDK_DISABLED", ""
+    ).strip().lower() in ("true", "1", "yes", "on")
+
+
+def instrument(
+    callback: Callable[..., Any], event: str, integration: str | None = None
+) -> Callable[..., Any]:
+    """Wrap ``callback`` for ``event``; a callback that is already wrapped is returned as it is.
+
+    With instrumentation disabled by the environment the callback itself is returned, so the
+    disabled layer costs nothing per call.
+    """
+    if isinstance(callback, InstrumentedCallback):
+        if integration is not None and callback.integration != integration:
+            callback.integration, callback._binding = integration, None
+        return callback
+    if not callable(callback):
+        raise TypeError(
+            f"Callback for event {event!r} must be callable (a function taking the engine), "
+            f"got {callback!r} of type {type(callback).__name__}"
+        )
+    if _disabled_by_env():
+        return callback
+    return InstrumentedCallback(callback, event, integration)
+
+
+class _Binding:
+    """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`."""
+
+    __slots__ = ("attributes", "durations", "errors", "phases", "telemetry", "tracer")
+
+    def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry) -> None:
+        self.telemetry = tel
+        self.tracer = tel.tracer
+        self.phases = tel.phases
+        self.attributes = {
+            semconv.ATTR_EVENT: owner.event,
+            semconv.ATTR_CALLBACK: owner.callback_name,
+            semconv.ATTR_INTEGRATION: owner.integration,
+            semconv.ATTR_MODE: owner.mode,
+        }
+        self.durations = tel.callback_duration.buffer(self.attributes)
+        self.errors: dict[str, list[int]] = {}
+
+    def error_buffer(self, error_type: str) -> list[int]:
+        buffer = self.errors.get(error_type)
+        if buffer is None:
+            attributes = {**self.attributes, semconv.ATTR_ERROR_TYPE: error_type}
+            buffer = self.errors[error_type] = self.telemetry.callback_duration.buffer(attributes)
+        return buffer
+
+
+class InstrumentedCallback:
+    """A transparent stand-in for a callback: same name, doc and module, equal to and hashing
+    like the function it wraps, so Ultralytics' ``in``, ``remove`` and dict comparisons work
+    unchanged. Pickles as (callback, event, integration): DDP workers rebuild it and keep timing.
+    """
+
+    def __init__(self, callback: Callable[..., Any], event: str, integration: str | None = None) -> None:
+        functools.update_wrapper(self, callback, updated=())
+        self.__wrapped__ = callback
+        self.event = event
+        self.mode = MODE_OF_EVENT.get(event, semconv.MODE_TRAIN)
+        self.is_batch = event in BATCH_EVENTS
+        self.integration = integration or integration_of(callback)
+        self.callback_name = qualified_name(callback)
+        self._binding: _Binding | None = None
+
+    # Transparency ------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, InstrumentedCallback):
+            other = other.__wrapped__
+        return self.__wrapped__ == other
+
+    def __hash__(self) -> int:
+        return hash(self.__wrapped__)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes the wrapper lacks, e.g. a partial's ``func`` and ``args``.
+        if name.startswith("__") or name == "_binding":
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return InstrumentedCallback, (self.__wrapped__, self.event, self.integration)
+
+    def __repr__(self) -> str:
+        return f"<instrumented {self.event} callback {self.__wrapped__!r}>"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # Assigned as a class attribute, behave like the function would: bind to the instance.
+        return self if instance is None else functools.partial(self, instance)
+
+    # The hot path ------------------------------------------------------------------------
+
+    def _bind(self) -> _Binding | None:
+        tel = telemetry.active
+        if tel is None:
+            try:
+                tel = telemetry.ensure_configured()
+            except Exception as exc:
+                telemetry.logger.error("otel_callbacks: telemetry disabled: %s", exc)
+                tel = telemetry.configure(telemetry.Settings(enabled=False))
+        if not tel.enabled:
+            return None
+        self._binding = _Binding(self, tel)
+        return self._binding
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        binding = self._binding
+        if binding is None or binding.telemetry is not telemetry.active:
+            binding = self._bind()
+            if binding is None:
+                return self.__wrapped__(*args, **kwargs)
+        state = binding.phases.enter(args[0] if args else None, self)
+        if self.is_batch and not state.sampled:
+            start = _perf_ns()
+            try:
+                result = self.__wrapped__(*args, **kwargs)
+            except BaseException as exc:
+                self._after_the_fact(binding, state, _perf_ns() - start, exc)
+                raise
+            elapsed = _perf_ns() - start
+            if elapsed > state.slow_ns:
+                self._after_the_fact(binding, state, elapsed, None)
+            else:
+                durations = binding.durations
+                durations.append(elapsed)
+                if len(durations) >= BUFFER_LIMIT:  # no reader collected for long: bound memory
+                    binding.telemetry.callback_duration.fold(durations, binding.attributes)
+            return result
+        return self._call_with_span(binding, state, args, kwargs)
+
+    def _call_with_span(self, binding: _Binding, state: Any, args: Any, kwargs: Any) -> Any:
+        span = token = None
+        try:
+            span = binding.tracer.start_span(
+                self.event, context=state.context, attributes=self._attributes(binding, state)
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+        except Exception as exc:
+            binding.telemetry.report_error(exc)
+        start = _perf_ns()
+        error: BaseException | None = None
+        try:
+            return self.__wrapped__(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            elapsed = _perf_ns() - start
+            try:
+                if token is not None:
+                    otel_context.detach(token)
+                self._observe(binding, state, elapsed, error, span)
+                if span is not None:
+                    span.end()
+            except Exception as exc:
+                binding.telemetry.report_error(exc)
+
+    def _after_the_fact(
+        self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None
+    ) -> None:
+        """A span for an unsampled batch call that was slow or failed, with its real times."""
+        try:
+            end = _time_ns()
+            span = binding.tracer.start_span(
+                self.event,
+                context=state.context,
+                attributes=self._attributes(binding, state),
+                start_time=end - elapsed,
+            )
+            self._observe(binding, state, elapsed, error, span)
+            span.end(end_time=end)
+        except Exception as exc:
+            binding.telemetry.report_error(exc)
+
+    def _attributes(self, binding: _Binding, state: Any) -> dict[str, Any]:
+        attributes = dict(binding.attributes)
+        if state.epoch is not None:
+            attributes[semconv.ATTR_EPOCH] = state.epoch
+        if state.batch_index >= 0 and self.is_batch:
+            attributes[semconv.ATTR_BATCH_INDEX] = state.batch_index
+        return attributes
+
+    def _observe(
+        self,
+        binding: _Binding,
+        state: Any,
+        elapsed: int,
+        error: BaseException | None,
+        span: Any,
+    ) -> None:
+        if error is None:
+            binding.durations.append(elapsed)
+        else:
+            error_type = type(error).__qualname__
+            binding.error_buffer(error_type).append(elapsed)
+            if span is not None:
+                span.record_exception(error, escaped=True)
+                span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+        if elapsed > state.slow_ns:
+            binding.telemetry.on_slow(self, binding, state, elapsed, span)

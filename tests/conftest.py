@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_callbacks import Settings, semconv, telemetry
+from otel_callbacks.histograms import metric_views
+
+
+class Recorded:
+    """The spans and metrics one test produced, read from the SDK's in-memory exporter and reader."""
+
+    def __init__(self, exporter: InMemorySpanExporter, reader: InMemoryMetricReader):
+        self.exporter = exporter
+        self.reader = reader
+
+    def spans(self, name=None):
+        spans = self.exporter.get_finished_spans()
+        return [s for s in spans if name is None or s.name == name]
+
+    def points(self, metric_name):
+        """Data points of one metric, as (attributes dict, point)."""
+        data = self.reader.get_metrics_data()
+        found = []
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == metric_name:
+                        found += [(dict(p.attributes), p) for p in metric.data.data_points]
+        return found
+
+    def durations(self):
+        return self.points(semconv.METRIC_CALLBACK_DURATION)
+
+
+@pytest.fixture
+def settings(request):
+    """Override per test with ``@pytest.mark.parametrize("settings", [...], indirect=True)``."""
+    return getattr(request, "param", Settings())
+
+
+@pytest.fixture
+def recorded(settings, monkeypatch):
+    """Telemetry configured onto in-memory providers for the test, torn down after it."""
+    for name in ("OTEL_CALLBACKS_ENABLED", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
+    telemetry.configure(settings, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    yield Recorded(exporter, reader)
+    telemetry.shutdown()
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_telemetry():
+    yield
+    telemetry.shutdown()
+    logging.getLogger(semconv.LOGGER_NAME).handlers.clear()

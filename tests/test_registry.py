@@ -1,0 +1,224 @@
+"""Every route into a callbacks dict wraps exactly once, and wrapped lists behave like plain ones."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import pickle
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+
+import cloudpickle
+import pytest
+
+import otel_callbacks
+from otel_callbacks import CallbackDict, CallbackList, InstrumentedCallback, instrument
+
+
+def user_cb(engine):
+    engine.calls.append("user_cb")
+
+
+def other_cb(engine):
+    engine.calls.append("other_cb")
+
+
+def assert_wrapped_once(callbacks):
+    for cb in callbacks:
+        assert isinstance(cb, InstrumentedCallback), cb
+        assert not isinstance(cb.__wrapped__, InstrumentedCallback), cb
+
+
+ROUTES = {
+    "append": lambda d: d["on_train_start"].append(user_cb),
+    "extend": lambda d: d["on_train_start"].extend([user_cb, other_cb]),
+    "insert": lambda d: d["on_train_start"].insert(0, user_cb),
+    "iadd": lambda d: d.__setitem__("on_train_start", _iadd(d["on_train_start"])),
+    "item": lambda d: d["on_train_start"].__setitem__(0, user_cb),
+    "slice": lambda d: d["on_train_start"].__setitem__(slice(0, 1), [user_cb, other_cb]),
+    "clear_callback": lambda d: d.__setitem__("on_train_start", []),
+    "set_callback": lambda d: d.__setitem__("on_train_start", [user_cb]),
+    "reset_callbacks": lambda d: d.__setitem__(
+        "on_train_start", [otel_callbacks.default_callbacks["on_train_start"][0]]
+    ),
+    "trainer_copy": lambda d: d.__setitem__("on_train_start", d["on_train_start"].copy()),
+    "missing_key": lambda d: (d.pop("on_train_start"), d["on_train_start"].append(user_cb)),
+    "setdefault": lambda d: (d.pop("on_train_start"), d.setdefault("on_train_start", [user_cb])),
+    "update": lambda d: d.update({"on_train_start": [user_cb]}),
+    "add": lambda d: d.__setitem__("on_train_start", d["on_train_start"] + [user_cb]),
+}
+
+
+def _iadd(lst):
+    lst += [user_cb]
+    return lst
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_every_route_wraps_exactly_once(route):
+    d = otel_callbacks.get_default_callbacks()
+    ROUTES[route](d)
+    assert isinstance(d["on_train_start"], CallbackList)
+    assert d["on_train_start"].event == "on_train_start"
+    assert_wrapped_once(d["on_train_start"])
+    for event, callbacks in d.items():
+        assert callbacks.event == event
+        assert_wrapped_once(callbacks)
+
+
+def test_copies_share_wrappers_and_wrap_nothing_twice():
+    d = otel_callbacks.get_default_callbacks()
+    d["on_train_start"].append(user_cb)
+    shallow = copy.copy(d)
+    assert isinstance(shallow, CallbackDict) and shallow is not d
+    assert shallow["on_train_start"] is d["on_train_start"]  # like defaultdict's copy
+    for k, v in shallow.items():  # the trainer's copy loop
+        shallow[k] = v.copy()
+    assert shallow["on_train_start"] is not d["on_train_start"]
+    assert [a is b for a, b in zip(shallow["on_train_start"], d["on_train_start"])] == [True, True]
+    assert isinstance(d.copy(), CallbackDict)
+    assert isinstance(copy.copy(d["on_train_start"]), CallbackList)
+
+
+def test_instrument_is_idempotent():
+    wrapped = instrument(user_cb, "on_train_start")
+    assert instrument(wrapped, "on_train_start") is wrapped
+
+
+def test_wrapper_is_transparent():
+    wrapped = instrument(user_cb, "on_train_start")
+    assert wrapped.__name__ == "user_cb"
+    assert wrapped.__qualname__ == "user_cb"
+    assert wrapped.__module__ == __name__
+    assert wrapped.__doc__ == user_cb.__doc__
+    assert wrapped.__wrapped__ is user_cb
+    assert wrapped == user_cb and user_cb == wrapped
+    assert hash(wrapped) == hash(user_cb)
+    assert wrapped != other_cb
+    assert wrapped.callback_name == f"{__name__}.user_cb"
+
+
+def test_membership_remove_and_ultralytics_dedupe():
+    d = otel_callbacks.get_default_callbacks()
+    d["on_train_start"].append(user_cb)
+    assert user_cb in d["on_train_start"]
+    # Ultralytics' add_integration_callbacks: ``if v not in instance.callbacks[k]``
+    for k, v in {"on_train_start": user_cb}.items():
+        if v not in d[k]:
+            d[k].append(v)
+    assert len(d["on_train_start"]) == 2
+    d["on_train_start"].remove(user_cb)
+    assert user_cb not in d["on_train_start"]
+    assert d["on_train_start"].index(otel_callbacks.on_train_start) == 0
+
+
+def test_comparison_with_plain_and_fresh_dicts():
+    plain = defaultdict(list, copy.deepcopy(otel_callbacks.default_callbacks))
+    assert otel_callbacks.get_default_callbacks() == plain
+    # Model.train: ``self.callbacks != callbacks.get_default_callbacks()`` on a fresh model.
+    assert not (otel_callbacks.get_default_callbacks() != otel_callbacks.get_default_callbacks())  # noqa: SIM202
+    changed = otel_callbacks.get_default_callbacks()
+    changed["on_train_start"].append(user_cb)
+    assert changed != otel_callbacks.get_default_callbacks()
+
+
+def test_partial_callbacks_keep_func_and_args():
+    def scaled(engine, factor):
+        engine.calls.append(factor)
+
+    d = otel_callbacks.get_default_callbacks()
+    p = functools.partial(scaled, factor=3)
+    d["on_train_start"].append(p)
+    wrapped = d["on_train_start"][1]
+    assert wrapped.func is scaled and wrapped.keywords == {"factor": 3}
+    assert wrapped == p and p in d["on_train_start"]
+    assert wrapped.callback_name.endswith("test_partial_callbacks_keep_func_and_args.<locals>.scaled")
+
+
+def test_non_callable_is_refused_naming_event_and_value():
+    d = otel_callbacks.get_default_callbacks()
+    with pytest.raises(TypeError, match=r"on_val_end.*'not a function'.*str"):
+        d["on_val_end"].append("not a function")
+    with pytest.raises(TypeError, match="on_val_end"):
+        d["on_val_end"] = [None]
+
+
+def test_unknown_event_is_refused_with_a_suggestion():
+    d = otel_callbacks.get_default_callbacks()
+    with pytest.raises(ValueError, match=r"'on_trian_start'.*Did you mean 'on_train_start'"):
+        d["on_trian_start"].append(user_cb)
+    assert d.get("on_unknown", []) == []  # run_callbacks' lookup stays a silent no-op
+
+
+@pytest.mark.parametrize("dumps", [cloudpickle.dumps, pickle.dumps])
+def test_pickle_round_trip_keeps_instrumenting(dumps, recorded):
+    d = otel_callbacks.get_default_callbacks()
+    d["on_train_start"].append(user_cb)
+    restored = pickle.loads(dumps(d))
+    assert isinstance(restored, CallbackDict) and restored == d
+    assert list(restored) == list(d)
+    assert_wrapped_once(restored["on_train_start"])
+    restored["on_val_end"].append(other_cb)  # still instruments after the round trip
+    assert_wrapped_once(restored["on_val_end"])
+
+    class Engine:
+        def __init__(self):
+            self.calls = []
+
+    engine = Engine()
+    for cb in restored["on_train_start"]:
+        cb(engine)
+    assert engine.calls == ["user_cb"]
+    assert [s.attributes["code.function.name"] for s in recorded.spans("on_train_start")] == [
+        "otel_callbacks.hooks.on_train_start",
+        f"{__name__}.user_cb",
+    ]
+
+
+def test_cloudpickled_dict_emits_spans_in_a_new_process(tmp_path):
+    """Ultralytics' DDP launcher cloudpickles the trainer's callbacks for worker processes."""
+
+    d = otel_callbacks.get_default_callbacks()
+    d["on_train_epoch_end"].append(lambda trainer: None)  # lambdas travel by value
+    blob = tmp_path / "callbacks.pkl"
+    blob.write_bytes(cloudpickle.dumps(d))
+    script = textwrap.dedent(
+        f"""
+        import pickle
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import otel_callbacks
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        otel_callbacks.configure(tracer_provider=provider)
+        callbacks = pickle.loads(open({str(blob)!r}, "rb").read())
+
+        class Trainer:
+            epoch = 4
+
+        for cb in callbacks["on_train_epoch_end"]:
+            cb(Trainer())
+        for s in exporter.get_finished_spans():
+            print(s.name, s.attributes["code.function.name"], s.attributes["ultralytics.epoch"])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "on_train_epoch_end otel_callbacks.hooks.on_train_epoch_end 4",
+        "on_train_epoch_end tests.test_registry.test_cloudpickled_dict_emits_spans_in_a_new_process"
+        ".<locals>.<lambda> 4",
+    ]
+
+
+def test_disabled_by_environment_wraps_nothing(monkeypatch):
+    monkeypatch.setenv("OTEL_CALLBACKS_ENABLED", "false")
+    d = otel_callbacks.get_default_callbacks()
+    d["on_train_start"].append(user_cb)
+    assert d["on_train_start"][1] is user_cb

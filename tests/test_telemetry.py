@@ -1,0 +1,285 @@
+"""configure(): existing providers, OTEL_* environment combinations, settings, the default file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from otel_callbacks import Settings, otlp_file, semconv, telemetry
+
+FIRE = """
+import otel_callbacks
+callbacks = otel_callbacks.get_default_callbacks()
+
+class Trainer:
+    epoch = 0
+
+def user_callback(trainer):
+    pass
+
+callbacks["on_train_epoch_end"].append(user_callback)
+for cb in callbacks["on_train_epoch_end"]:
+    cb(Trainer())
+"""
+
+
+def run_python(code, env=None, timeout=60, cwd=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST"))} | (env or {})
+    full_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def test_embedded_default_writes_otlp_json_lines_parseable_into_spans(tmp_path):
+    out = run_python(FIRE, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel")}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (path,) = (tmp_path / "otel").glob("*.jsonl")
+    assert path.name.startswith("ultralytics-")
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    requests = list(otlp_file.read_file(path))
+    spans = [
+        span
+        for request in requests
+        if hasattr(request, "resource_spans")
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+    assert [s.name for s in spans] == ["on_train_epoch_end", "on_train_epoch_end"]
+    first = {a.key: a.value for a in spans[1].attributes}
+    assert first[semconv.ATTR_CALLBACK].string_value == "__main__.user_callback"
+    assert first[semconv.ATTR_EPOCH].int_value == 0
+    assert len(spans[0].trace_id) == 16 and len(spans[0].span_id) == 8
+    raw = json.loads(next(line for line in lines if "resourceSpans" in line))
+    trace_id = raw["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
+    assert len(trace_id) == 32 and int(trace_id, 16), "OTLP/JSON ids are hex"
+    metrics = {
+        m.name: m
+        for request in requests
+        if hasattr(request, "resource_metrics")
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    histogram = metrics[semconv.METRIC_CALLBACK_DURATION].histogram
+    assert sum(p.count for p in histogram.data_points) == 2
+    assert list(histogram.data_points[0].explicit_bounds) == list(semconv.DURATION_BUCKETS)
+    assert "otel_callbacks.flush" not in metrics, "the collection hook emits no data"
+    resource = (
+        {a.key: a.value.string_value for a in requests[0].resource_spans[0].resource.attributes}
+        if hasattr(requests[0], "resource_spans")
+        else {}
+    )
+    if resource:
+        assert resource["service.name"] == "ultralytics"
+
+
+def test_service_name_and_resource_attributes_come_from_otel_variables(tmp_path):
+    env = {
+        "OTEL_CALLBACKS_DIR": str(tmp_path),
+        "OTEL_SERVICE_NAME": "yolo-trainer",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+    }
+    assert run_python(FIRE, env).returncode == 0
+    (path,) = tmp_path.glob("yolo-trainer-*.jsonl")
+    request = next(r for r in otlp_file.read_file(path) if hasattr(r, "resource_spans"))
+    resource = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
+    assert resource["service.name"] == "yolo-trainer"
+    assert resource["deployment.environment"] == "test"
+
+
+def test_console_and_none_exporters(tmp_path):
+    env = {
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_CALLBACKS_DIR": str(tmp_path),
+    }
+    out = run_python(FIRE, env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count('"name": "on_train_epoch_end"') == 2
+    assert not list(tmp_path.iterdir()), "an explicit exporter replaces the default file"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "module"),
+    [
+        ("grpc", "opentelemetry.exporter.otlp.proto.grpc"),
+        ("http/protobuf", "opentelemetry.exporter.otlp.proto.http"),
+        (None, "opentelemetry.exporter.otlp.proto.http"),
+    ],
+)
+def test_otlp_exporter_follows_the_protocol_variable(monkeypatch, protocol, module):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    if protocol:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    else:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    tel = telemetry.configure(Settings())
+    tracer_provider, meter_provider = tel.owned
+    (processor,) = tracer_provider._active_span_processor._span_processors
+    assert type(processor.span_exporter).__module__.startswith(module)
+    (reader,) = meter_provider._metric_readers
+    assert type(reader._exporter).__module__.startswith(module)
+    tel.shutdown(timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "OTEL_TRACES_EXPORTER",
+            "jaegr",
+            r"OTEL_TRACES_EXPORTER names 'jaegr'.*available: .*console",
+        ),
+        ("OTEL_METRICS_EXPORTER", "statsd", r"OTEL_METRICS_EXPORTER names 'statsd'"),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/json",
+            r"'http/json' is not supported; accepted: grpc",
+        ),
+    ],
+)
+def test_invalid_exporter_settings_name_the_variable(monkeypatch, name, value, message):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        telemetry.configure(Settings())
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("OTEL_CALLBACKS_ENABLED", "maybe", "accepted: true"),
+        ("OTEL_SDK_DISABLED", "2", "accepted: true"),
+        ("OTEL_CALLBACKS_BATCH_SPANS_FIRST", "-1", "integer >= 0"),
+        ("OTEL_CALLBACKS_BATCH_SPANS_EVERY", "ten", "integer >= 0"),
+        ("OTEL_CALLBACKS_SLOW_THRESHOLD", "0", "seconds > 0"),
+        ("OTEL_CALLBACKS_SLOW_THRESHOLD", "fast", "seconds > 0"),
+        ("OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", "inf", "seconds > 0"),
+        ("OTEL_CALLBACKS_SUMMARY", "sometimes", "accepted: true"),
+    ],
+)
+def test_invalid_settings_raise_naming_variable_value_and_accepted(name, value, accepted):
+    with pytest.raises(ValueError) as caught:
+        Settings.from_env({name: value})
+    message = str(caught.value)
+    assert name in message and repr(value) in message and accepted in message
+
+
+def test_settings_from_env():
+    settings = Settings.from_env(
+        {
+            "OTEL_CALLBACKS_DIR": "/tmp/x",
+            "OTEL_CALLBACKS_BATCH_SPANS_FIRST": "5",
+            "OTEL_CALLBACKS_BATCH_SPANS_EVERY": "0",
+            "OTEL_CALLBACKS_SLOW_THRESHOLD": "0.25",
+            "OTEL_CALLBACKS_SUMMARY": "off",
+        }
+    )
+    assert settings == Settings(
+        output_dir=Path("/tmp/x"),
+        batch_spans_first=5,
+        batch_spans_every=0,
+        slow_threshold=0.25,
+        summary=False,
+    )
+    assert [settings.samples_batch(i) for i in range(7)] == [True] * 5 + [False] * 2
+    assert not Settings.from_env({"OTEL_SDK_DISABLED": "true"}).enabled
+    assert not Settings.from_env({"OTEL_CALLBACKS_ENABLED": "0"}).enabled
+
+
+def test_invalid_setting_on_first_callback_never_breaks_training(tmp_path):
+    code = FIRE + "print('trained')"
+    out = run_python(code, {"OTEL_CALLBACKS_SLOW_THRESHOLD": "-3", "OTEL_CALLBACKS_DIR": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "trained"
+    assert "OTEL_CALLBACKS_SLOW_THRESHOLD='-3'" in out.stderr and "telemetry disabled" in out.stderr
+
+
+def test_sdk_disabled_writes_nothing_and_calls_through(tmp_path):
+    out = run_python(
+        FIRE + "print(type(callbacks['on_train_epoch_end'][1]).__name__)",
+        {"OTEL_SDK_DISABLED": "true", "OTEL_CALLBACKS_DIR": str(tmp_path)},
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "function"
+    assert not list(tmp_path.iterdir())
+
+
+APPLICATION_PROVIDERS = (
+    """
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(tracer_provider)
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+"""
+    + FIRE
+    + """
+from otel_callbacks import telemetry
+assert telemetry.active.owned == [], "nothing built, nothing to shut down"
+assert trace.get_tracer_provider() is tracer_provider
+print(len(exporter.get_finished_spans()))
+data = reader.get_metrics_data()
+print(sum(p.count for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+          if m.name == "ultralytics.callback.duration" for p in m.data.data_points))
+"""
+)
+
+
+def test_application_providers_are_used_as_they_are(tmp_path):
+    out = run_python(APPLICATION_PROVIDERS, {"OTEL_CALLBACKS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "2"]
+    assert not list(tmp_path.iterdir()), "no file when the application has its providers"
+
+
+def test_our_providers_never_become_global():
+    from opentelemetry import trace
+
+    telemetry.configure(Settings(output_dir=Path("/nonexistent-never-written")))
+    assert type(trace.get_tracer_provider()).__name__ in ("ProxyTracerProvider", "TracerProvider")
+    assert telemetry.active.owned[0] is not trace.get_tracer_provider()
+    telemetry.active.owned = []
+
+
+def test_exit_is_bounded_when_the_backend_never_answers():
+    """A backend that accepts connections and never answers: exit waits the shutdown timeout only."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "60000",  # unbounded exit would take a minute or more
+            "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT": "1",
+        }
+        started = time.monotonic()
+        out = run_python(FIRE + "print('trained')", env, timeout=50)
+        elapsed = time.monotonic() - started
+    assert out.returncode == 0 and out.stdout.strip() == "trained", out.stderr
+    assert elapsed < 30, f"exit took {elapsed:.1f} s"
+    assert "not flushed within 1.0 s" in out.stderr
