@@ -77,7 +77,7 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
 
     trainer = Trainer(defaultdict(list, {"on_train_batch_end": [user_callback]}))
-    rows.append(("bare call", per_call_ns(lambda: user_callback(trainer), calls, repeats)))
+    rows.append(("bare call", per_call_ns(functools.partial(user_callback, trainer), calls, repeats)))
     rows.append(
         (
             "ultralytics run_callbacks loop (plain)",
