@@ -94,6 +94,16 @@ def main() -> None:
         ("instrumented per-batch, sampled (span)", "on_train_batch_end", Settings(batch_spans_first=1 << 62)),
         ("instrumented non-batch event (span)", "on_train_epoch_end", Settings()),
     ]
+    provider, _ = configure(Settings())
+    tracer = provider.get_tracer("reference")
+    rows.append(
+        (
+            "reference: SDK start_span + end",
+            per_call_ns(lambda: tracer.start_span("on_train_epoch_end").end(), calls, repeats),
+        )
+    )
+    telemetry.shutdown()
+    provider.shutdown()
     for label, event, settings in modes:
         provider, reader = configure(settings)
         wrapped = otel_callbacks.instrument(user_callback, event)

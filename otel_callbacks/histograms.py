@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from bisect import bisect_left
+import math
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from opentelemetry import metrics
@@ -65,27 +68,40 @@ def has_metric_views(meter_provider: Any) -> bool | None:
     return any(isinstance(view._aggregation, MergeableHistogramAggregation) for view in views)
 
 
+def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:
+    """For each bound b, the least integer ns with ns / 1e9 > b: then bucketing an integer with
+    ``bisect_right(thresholds, ns)`` gives exactly the SDK's ``bisect_left(bounds, ns / 1e9)``."""
+    thresholds = []
+    for bound in bounds:
+        ns = math.floor(bound * 1e9)
+        while ns / 1e9 > bound:
+            ns -= 1
+        while ns / 1e9 <= bound:
+            ns += 1
+        thresholds.append(ns)
+    return tuple(thresholds)
+
+
 class _Batch:
-    """Bucket counts, sum, min and max of observations in seconds, bucketed exactly as the SDK does."""
+    """Bucket counts, sum, min and max of observations, bucketed exactly as the SDK does."""
 
     __slots__ = ("counts", "max", "min", "sum")
 
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.counts = [0] * (len(bounds) + 1)
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size
         self.sum = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
+        self.min = math.inf
+        self.max = -math.inf
 
-    def add(self, values_ns: Sequence[int], bounds: Sequence[float]) -> None:
+    def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
         if not values_ns:
             return
-        seconds = [ns / 1e9 for ns in values_ns]
         counts = self.counts
-        for value in seconds:
-            counts[bisect_left(bounds, value)] += 1
-        self.sum += sum(seconds)
-        self.min = min(self.min, min(seconds))
-        self.max = max(self.max, max(seconds))
+        for index, count in Counter(map(partial(bisect_right, thresholds), values_ns)).items():
+            counts[index] += count
+        self.sum += sum(values_ns) / 1e9
+        self.min = min(self.min, min(values_ns) / 1e9)
+        self.max = max(self.max, max(values_ns) / 1e9)
 
 
 def _merge(aggregation: Any, batch: _Batch) -> None:
@@ -107,7 +123,7 @@ class BufferedHistogram:
 
     def __init__(self, histogram: metrics.Histogram, mergeable: bool | None = None) -> None:
         self._histogram = histogram
-        self._bounds = semconv.DURATION_BUCKETS
+        self._thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
         self._buffers: dict[_Key, list[int]] = {}
         self._pending: dict[_Key, _Batch] = {}
         self._lock = threading.Lock()
@@ -143,8 +159,8 @@ class BufferedHistogram:
             # Keep the newest value raw: the next delivery may need one to make the SDK create
             # its aggregation for this attribute set.
             values = self._take(buffer, keep=1)
-            batch = self._pending.setdefault(key, _Batch(self._bounds))
-            batch.add(values, self._bounds)
+            batch = self._pending.setdefault(key, _Batch(len(self._thresholds) + 1))
+            batch.add(values, self._thresholds)
 
     def flush(self) -> None:
         """Deliver everything buffered to the SDK; runs inside a reader's collection."""
@@ -168,8 +184,8 @@ class BufferedHistogram:
                 targets = self._targets(key)
                 self.mergeable = bool(targets)
             if targets:
-                batch = pending or _Batch(self._bounds)
-                batch.add(values, self._bounds)
+                batch = pending or _Batch(len(self._thresholds) + 1)
+                batch.add(values, self._thresholds)
                 for aggregation in targets:
                     _merge(aggregation, batch)
                 return

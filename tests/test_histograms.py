@@ -129,3 +129,15 @@ def test_two_readers_each_get_every_value():
     buffered.buffer(ATTRS).extend(VALUES)
     assert summary(collect(cumulative, buffered)) == reference(VALUES)
     assert summary(collect(delta, buffered)) == reference(VALUES)
+
+
+def test_integer_bucketing_matches_the_sdk_at_every_boundary():
+    from bisect import bisect_left, bisect_right
+
+    from otel_callbacks.histograms import _ns_thresholds
+
+    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
+    for bound in semconv.DURATION_BUCKETS:
+        exact = round(bound * 1e9)
+        for ns in range(exact - 3, exact + 4):
+            assert bisect_right(thresholds, ns) == bisect_left(semconv.DURATION_BUCKETS, ns / 1e9), ns
