@@ -11,9 +11,9 @@ SDK's. On a meter provider without that view (one the application built), values
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
-import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
