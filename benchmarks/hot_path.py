@@ -1,8 +1,11 @@
-"""Median cost per callback call: bare, Ultralytics' plain loop, and each instrumented mode.
+"""Median cost per callback invocation: bare, Ultralytics' plain loop, and each instrumented mode.
 
-Run: ``python benchmarks/hot_path.py`` (add ``--calls N --repeats R``). Prints one table whose
-ratios compare against the bare call measured in the same run. Telemetry goes to a real SDK
-tracer provider (batch processor, discarding exporter) and a real meter provider, as in training.
+Run: ``python benchmarks/hot_path.py`` (add ``--steps N --repeats R``). One step is one training
+batch as Ultralytics fires it: ``run_callbacks("on_train_batch_start")`` then
+``run_callbacks("on_train_batch_end")``, one user callback each. Each repeat ends with a metric
+collection, so the deferred work (bucketing and merging buffered durations) is paid inside the
+timing. Ratios compare against the bare calls measured in the same run. Telemetry goes to a real
+SDK tracer provider (batch processor, discarding exporter) and a real meter provider.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import otel_callbacks
 from otel_callbacks import Settings, telemetry
+
+BATCH = ("on_train_batch_start", "on_train_batch_end")
 
 
 class Discard(SpanExporter):
@@ -45,17 +50,20 @@ def user_callback(trainer: Trainer) -> None:
 
 
 def per_call_ns(
-    run: Callable[[], None], calls: int, repeats: int, collect: Callable[[], object] = lambda: None
+    step: Callable[[], None],
+    calls_per_step: int,
+    steps: int,
+    repeats: int,
+    collect: Callable[[], object] = lambda: None,
 ) -> float:
-    """Median over repeats of the cost per call, each repeat ending with a metric collection,
-    so the deferred work (bucketing and merging the buffered durations) is paid inside the timing."""
+    """Median over repeats of the cost per callback invocation."""
     samples = []
     for _ in range(repeats):
         start = time.perf_counter_ns()
-        for _ in range(calls):
-            run()
+        for _ in range(steps):
+            step()
         collect()
-        samples.append((time.perf_counter_ns() - start) / calls)
+        samples.append((time.perf_counter_ns() - start) / (steps * calls_per_step))
     return statistics.median(samples)
 
 
@@ -68,57 +76,80 @@ def configure(settings: Settings) -> tuple[TracerProvider, InMemoryMetricReader]
     return provider, reader
 
 
+def batch_step(trainer: Trainer) -> Callable[[], None]:
+    def step() -> None:
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    calls, repeats = args.calls, args.repeats
+    steps, repeats = args.steps, args.repeats
     rows: list[tuple[str, float]] = []
 
-    trainer = Trainer(defaultdict(list, {"on_train_batch_end": [user_callback]}))
-    rows.append(("bare call", per_call_ns(functools.partial(user_callback, trainer), calls, repeats)))
+    def bare_step() -> None:
+        user_callback(trainer)
+        user_callback(trainer)
+
+    trainer = Trainer(defaultdict(list, {event: [user_callback] for event in BATCH}))
+    rows.append(("bare call", per_call_ns(bare_step, 2, steps, repeats)))
     rows.append(
-        (
-            "ultralytics run_callbacks loop (plain)",
-            per_call_ns(lambda: trainer.run_callbacks("on_train_batch_end"), calls, repeats),
-        )
+        ("ultralytics run_callbacks loop (plain)", per_call_ns(batch_step(trainer), 2, steps, repeats))
     )
+
+    provider, _ = configure(Settings(summary=False))
+    tracer = provider.get_tracer("reference")
+    reference = per_call_ns(lambda: tracer.start_span("on_train_batch_end").end(), 1, steps, repeats)
+    rows.append(("reference: SDK start_span + end", reference))
+    telemetry.shutdown()
+    provider.shutdown()
 
     modes = [
         (
-            "instrumented per-batch, unsampled",
-            "on_train_batch_start",
+            "instrumented per-batch, unsampled, 1 cb/event",
+            BATCH,
+            1,
             Settings(batch_spans_first=0, batch_spans_every=0),
         ),
-        ("instrumented per-batch, sampled (span)", "on_train_batch_end", Settings(batch_spans_first=1 << 62)),
-        ("instrumented non-batch event (span)", "on_train_epoch_end", Settings()),
-    ]
-    provider, _ = configure(Settings())
-    tracer = provider.get_tracer("reference")
-    rows.append(
         (
-            "reference: SDK start_span + end",
-            per_call_ns(lambda: tracer.start_span("on_train_epoch_end").end(), calls, repeats),
-        )
-    )
-    telemetry.shutdown()
-    provider.shutdown()
-    for label, event, settings in modes:
-        provider, reader = configure(settings)
-        wrapped = otel_callbacks.instrument(user_callback, event)
-        engine = Trainer({})
-        wrapped(engine)  # bind outside the timed loop
-        call = functools.partial(wrapped, engine)
-        rows.append((label, per_call_ns(call, calls, repeats, reader.collect)))
+            "instrumented per-batch, unsampled, 8 cb/event",
+            BATCH,
+            8,
+            Settings(batch_spans_first=0, batch_spans_every=0),
+        ),
+        ("instrumented per-batch, sampled (spans)", BATCH, 1, Settings(batch_spans_first=1 << 62)),
+        ("instrumented non-batch event (span)", ("on_train_epoch_end",), 1, Settings()),
+    ]
+    for label, events, per_event, settings in modes:
+        provider, reader = configure(Settings(**{**settings.__dict__, "summary": False}))
+        callbacks = [functools.partial(user_callback) for _ in range(per_event)]  # distinct callbacks
+        engine = Trainer(otel_callbacks.CallbackDict({event: callbacks for event in events}))
+
+        def step(engine: Trainer = engine, events: tuple[str, ...] = events) -> None:
+            for event in events:
+                engine.run_callbacks(event)
+
+        step()  # bind outside the timed loop
+        rows.append((label, per_call_ns(step, len(events) * per_event, steps, repeats, reader.collect)))
         telemetry.shutdown()
         provider.shutdown()
 
-    bare = rows[0][1]
-    print(f"python {sys.version.split()[0]}, {calls} calls x {repeats} repeats, median ns per call")
-    print(f"{'mode':42} {'ns/call':>9} {'x bare':>8} {'overhead ns':>12}")
+    bare, plain = rows[0][1], rows[1][1]
+    print(f"python {sys.version.split()[0]}, {steps} steps x {repeats} repeats, median ns per callback call")
+    print(f"{'mode':42} {'ns/call':>9} {'x bare':>8} {'over plain loop ns':>19}")
     for label, ns in rows:
-        print(f"{label:42} {ns:9.0f} {ns / bare:8.1f} {ns - bare:12.0f}")
+        print(f"{label:42} {ns:9.0f} {ns / bare:8.1f} {ns - plain:19.0f}")
+    one, eight = rows[3][1] - plain, rows[4][1] - plain
+    marginal = (eight * 16 - one * 2) / 14
+    per_batch = (one - marginal) * 2
+    print(f"unsampled: {marginal:.0f} ns per callback call + {per_batch:.0f} ns per batch (phase tracking)")
+    print(f"a callback call with its span / SDK start_span+end: {rows[6][1] / reference:.2f}x")
+    print("(sampled per-batch steps also carry their batch and dataloader phase spans)")
 
 
 if __name__ == "__main__":

@@ -83,25 +83,43 @@ def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:
 
 
 class _Batch:
-    """Bucket counts, sum, min and max of observations, bucketed exactly as the SDK does."""
+    """Bucket counts, sum, min and max of observations, bucketed exactly as the SDK does; the
+    values themselves too (in seconds) where they may have to be replayed one by one."""
 
-    __slots__ = ("counts", "max", "min", "sum")
+    __slots__ = ("counts", "max", "min_ns", "sum", "values")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, keep_values: bool) -> None:
         self.counts = [0] * size
         self.sum = 0.0
-        self.min = math.inf
+        self.min_ns: int | None = None
         self.max = -math.inf
+        self.values: list[float] | None = [] if keep_values else None
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def min(self) -> float:
+        return math.inf if self.min_ns is None else self.min_ns / 1e9
 
     def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
-        if not values_ns:
-            return
         counts = self.counts
         for index, count in Counter(map(partial(bisect_right, thresholds), values_ns)).items():
             counts[index] += count
         self.sum += sum(values_ns) / 1e9
-        self.min = min(self.min, min(values_ns) / 1e9)
+        low = min(values_ns)
+        self.min_ns = low if self.min_ns is None else min(self.min_ns, low)
         self.max = max(self.max, max(values_ns) / 1e9)
+        if self.values is not None:
+            self.values.extend(ns / 1e9 for ns in values_ns)
+
+    def remove_min(self, thresholds: tuple[int, ...]) -> None:
+        """Take out one observation equal to the minimum (it was recorded through the SDK)."""
+        self.counts[bisect_right(thresholds, self.min_ns)] -= 1
+        self.sum -= self.min
+        if self.values is not None:
+            self.values.remove(self.min)
 
 
 def _merge(aggregation: Any, batch: _Batch) -> None:
@@ -119,83 +137,96 @@ def _merge(aggregation: Any, batch: _Batch) -> None:
 
 
 class BufferedHistogram:
-    """A duration histogram fed in nanoseconds by the hot path, one list per attribute set."""
+    """A duration histogram fed in nanoseconds by the hot path through plain lists.
+
+    Each list belongs to one attribute set and, optionally, to a *sink* (a run's per-callback
+    statistics for the timing table) that sees the same values when they are drained.
+    """
 
     def __init__(self, histogram: metrics.Histogram, mergeable: bool | None = None) -> None:
         self._histogram = histogram
         self._thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
-        self._buffers: dict[_Key, list[int]] = {}
+        self._buffers: dict[int, tuple[_Key, list[int], Any]] = {}  # id(list) -> key, list, sink
         self._pending: dict[_Key, _Batch] = {}
         self._lock = threading.Lock()
         self.mergeable = mergeable
         """Whether the provider has our view; None: unknown until the first delivery tells."""
 
-    def buffer(self, attributes: dict[str, Any]) -> list[int]:
-        """The list that receives durations (ns) for this attribute set: append, nothing else."""
-        key = frozenset(attributes.items())
+    def _new_batch(self) -> _Batch:
+        return _Batch(len(self._thresholds) + 1, keep_values=self.mergeable is not True)
+
+    def buffer(self, attributes: dict[str, Any], sink: Any = None) -> list[int]:
+        """A new list that receives durations (ns) for this attribute set: append, nothing else.
+
+        ``sink.add(values)`` is called with every value drained from it; :meth:`release` drains
+        it one last time and forgets it.
+        """
+        values: list[int] = []
         with self._lock:
-            return self._buffers.setdefault(key, [])
-
-    def record(self, attributes: dict[str, Any], elapsed_ns: int) -> None:
-        """One observation from outside the hot path (phase durations)."""
-        self.buffer(attributes).append(elapsed_ns)
-
-    @staticmethod
-    def _take(buffer: list[int], keep: int = 0) -> list[int]:
-        n = len(buffer) - keep
-        if n <= 0:
-            return []
-        values = buffer[:n]
-        del buffer[:n]  # appends made meanwhile went to the end and stay for next time
+            self._buffers[id(values)] = (frozenset(attributes.items()), values, sink)
         return values
 
-    def fold(self, buffer: list[int], attributes: dict[str, Any]) -> None:
-        """Bound memory when no reader collects for a long time (called from the hot path)."""
-        key = frozenset(attributes.items())
-        if not self.mergeable:
-            self._replay(key, self._take(buffer))
+    def _drain(self, key: _Key, values_list: list[int], sink: Any) -> None:
+        """Move a list's values into its pending batch (and its sink). Holds ``self._lock``."""
+        n = len(values_list)
+        if not n:
             return
+        values = values_list[:n]
+        del values_list[:n]  # appends made meanwhile went to the end and stay for next time
+        if sink is not None:
+            sink.add(values)
+        batch = self._pending.get(key)
+        if batch is None:
+            batch = self._pending[key] = self._new_batch()
+        batch.add(values, self._thresholds)
+
+    def fold(self, values_list: list[int]) -> None:
+        """Bound memory when no reader collects for a long time (called from the hot path)."""
         with self._lock:
-            # Keep the newest value raw: the next delivery may need one to make the SDK create
-            # its aggregation for this attribute set.
-            values = self._take(buffer, keep=1)
-            batch = self._pending.setdefault(key, _Batch(len(self._thresholds) + 1))
-            batch.add(values, self._thresholds)
+            entry = self._buffers.get(id(values_list))
+            if entry is not None:
+                self._drain(*entry)
+
+    def release(self, values_list: list[int]) -> None:
+        """Drain a list one last time (its sink sees everything) and stop tracking it."""
+        with self._lock:
+            entry = self._buffers.pop(id(values_list), None)
+            if entry is not None:
+                self._drain(*entry)
 
     def flush(self) -> None:
         """Deliver everything buffered to the SDK; runs inside a reader's collection."""
         with self._lock:
-            drained = [
-                (key, self._take(buffer), self._pending.pop(key, None))
-                for key, buffer in self._buffers.items()
-            ]
-        for key, values, pending in drained:
-            if values:
-                self._deliver(key, values, pending)
+            for entry in self._buffers.values():
+                self._drain(*entry)
+            pending, self._pending = self._pending, {}
+        for key, batch in pending.items():
+            self._deliver(key, batch)
 
-    def _deliver(self, key: _Key, values: list[int], pending: _Batch | None) -> None:
-        if self.mergeable is not False:
+    def _deliver(self, key: _Key, batch: _Batch) -> None:
+        if self.mergeable is False:
+            self._replay(key, batch)
+            return
+        targets = self._targets(key)
+        if not targets:
+            # The SDK creates aggregations on a first measurement (and a delta reader drops them at
+            # each collection): give it the batch's minimum, then merge the rest into what it made.
+            self._histogram.record(batch.min, dict(key))
+            batch.remove_min(self._thresholds)
             targets = self._targets(key)
-            if not targets:
-                # The SDK creates aggregations on a first measurement (and a delta reader drops
-                # them at each collection): give it one, then merge the rest into what it made.
-                self._histogram.record(values[0] / 1e9, dict(key))
-                values = values[1:]
-                targets = self._targets(key)
-                self.mergeable = bool(targets)
-            if targets:
-                batch = pending or _Batch(len(self._thresholds) + 1)
-                batch.add(values, self._thresholds)
-                for aggregation in targets:
-                    _merge(aggregation, batch)
-                return
-        self._replay(key, values)
+            self.mergeable = bool(targets)
+        if not batch.count:
+            return
+        if not targets:
+            self._replay(key, batch)
+        for aggregation in targets:
+            _merge(aggregation, batch)
 
-    def _replay(self, key: _Key, values: list[int]) -> None:
-        """A provider without our view only has ``record``: exact, one SDK call per value."""
+    def _replay(self, key: _Key, batch: _Batch) -> None:
+        """A provider without our view only has ``record``: one SDK call per observation."""
         record, attributes = self._histogram.record, dict(key)
-        for ns in values:
-            record(ns / 1e9, attributes)
+        for value in batch.values:
+            record(value, attributes)
 
     def _targets(self, key: _Key) -> list[Any]:
         with _aggregations_lock:

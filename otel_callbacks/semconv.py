@@ -58,5 +58,29 @@ DURATION_BUCKETS: tuple[float, ...] = (
     60.0,
 )
 
+# Phase span names; also the values of ATTR_PHASE on METRIC_PHASE_DURATION.
+PHASE_TRAIN = "train"
+PHASE_SETUP = "setup"
+PHASE_EPOCH = "epoch"
+PHASE_BATCH = "batch"
+PHASE_DATALOADER = "dataloader"
+PHASE_VAL = "val"
+PHASE_FINAL_EVAL = "final_eval"
+PHASE_PREDICT = "predict"
+PHASE_PREDICT_BATCH = "predict_batch"
+PHASE_EXPORT = "export"
+
+# Attributes of the train span, from the trainer's args: scalars only, never the whole namespace;
+# model and data keep only their file name (full paths can hold user names).
+RUN_ATTRIBUTES = {
+    "task": "ultralytics.task",
+    "model": "ultralytics.model",
+    "data": "ultralytics.data",
+    "epochs": "ultralytics.epochs",
+    "batch": "ultralytics.batch.size",
+    "imgsz": "ultralytics.imgsz",
+    "device": "ultralytics.device",
+}
+
 # Span events.
 EVENT_SLOW_CALLBACK = "slow_callback"

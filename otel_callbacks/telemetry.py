@@ -96,9 +96,11 @@ class Telemetry:
         except Exception as exc:
             self.report_error(exc)
 
-    def on_slow(self, callback: Any, binding: Any, state: Any, elapsed_ns: int, span: Any) -> None:
-        """Count a slow invocation, mark its span and warn once per callback per engine."""
-        duration, threshold = elapsed_ns / 1e9, state.slow_ns / 1e9
+    def on_slow(
+        self, callback: Any, binding: Any, state: Any, elapsed_ns: int, threshold_ns: int, span: Any
+    ) -> None:
+        """Count a slow invocation, mark its span and warn once per callback per run."""
+        duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
         self.slow_counter.add(1, binding.attributes)
         if span is not None:
             span.add_event(
@@ -106,14 +108,19 @@ class Telemetry:
                 {"duration_s": duration, "threshold_s": threshold},
             )
         key = (callback.event, callback.callback_name)
-        if key not in state.warned:
-            state.warned.add(key)
+        warned = state.run.warned
+        if key not in warned:
+            warned.add(key)
+            rule = "absolute" if threshold_ns >= state.slow_ns else "fraction of the median batch time"
             logger.warning(
-                "otel_callbacks: slow callback %s for %s took %.3f s (threshold %.3f s)",
+                "otel_callbacks: slow callback %s on %s took %.4f s (threshold %.4f s, %s); "
+                "further slow calls of it in this run are counted in %s",
                 callback.callback_name,
                 callback.event,
                 duration,
                 threshold,
+                rule,
+                semconv.METRIC_CALLBACK_SLOW,
             )
 
     def report_error(self, exc: BaseException) -> None:
@@ -138,6 +145,7 @@ class Telemetry:
 
         Shutting a meter provider down collects once more, which flushes the buffered durations.
         """
+        self.phases.close_all("process exit")
         owned, self.owned = self.owned, []
         if not owned:
             return

@@ -20,9 +20,9 @@ from opentelemetry.trace import Status, StatusCode
 from . import semconv, telemetry
 from .histograms import BUFFER_LIMIT
 from .hooks import BATCH_EVENTS, MODE_OF_EVENT
+from .phases import wall
 
 _perf_ns = time.perf_counter_ns
-_time_ns = time.time_ns
 
 
 def qualified_name(func: Callable[..., Any]) -> str:
@@ -73,29 +73,28 @@ def instrument(
 
 
 class _Binding:
-    """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`."""
+    """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`,
+    and the duration list of the run it last ran in (one identity check on the hot path)."""
 
-    __slots__ = ("attributes", "durations", "errors", "phases", "telemetry", "tracer")
+    __slots__ = ("attributes", "durations", "phases", "run", "telemetry", "tracer")
 
-    def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry) -> None:
+    def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None) -> None:
         self.telemetry = tel
         self.tracer = tel.tracer
-        self.phases = tel.phases
+        self.phases = phases or tel.phases
         self.attributes = {
             semconv.ATTR_EVENT: owner.event,
             semconv.ATTR_CALLBACK: owner.callback_name,
             semconv.ATTR_INTEGRATION: owner.integration,
             semconv.ATTR_MODE: owner.mode,
         }
-        self.durations = tel.callback_duration.buffer(self.attributes)
-        self.errors: dict[str, list[int]] = {}
+        self.run: Any = None
+        self.durations: list[int] = []
 
-    def error_buffer(self, error_type: str) -> list[int]:
-        buffer = self.errors.get(error_type)
-        if buffer is None:
-            attributes = {**self.attributes, semconv.ATTR_ERROR_TYPE: error_type}
-            buffer = self.errors[error_type] = self.telemetry.callback_duration.buffer(attributes)
-        return buffer
+    def durations_in(self, run: Any) -> list[int]:
+        self.run = run
+        self.durations = run.buffer(self)
+        return self.durations
 
 
 class InstrumentedCallback:
@@ -169,22 +168,28 @@ class InstrumentedCallback:
             except BaseException as exc:
                 self._after_the_fact(binding, state, _perf_ns() - start, exc)
                 raise
-            elapsed = _perf_ns() - start
-            if elapsed > state.slow_ns:
+            end = state.last_end = _perf_ns()
+            elapsed = end - start
+            if elapsed > state.batch_slow_ns:
                 self._after_the_fact(binding, state, elapsed, None)
             else:
-                durations = binding.durations
+                run = state.run
+                durations = binding.durations if binding.run is run else binding.durations_in(run)
                 durations.append(elapsed)
                 if len(durations) >= BUFFER_LIMIT:  # no reader collected for long: bound memory
-                    binding.telemetry.callback_duration.fold(durations, binding.attributes)
+                    binding.telemetry.callback_duration.fold(durations)
             return result
         return self._call_with_span(binding, state, args, kwargs)
 
     def _call_with_span(self, binding: _Binding, state: Any, args: Any, kwargs: Any) -> Any:
+        entered = _perf_ns()
         span = token = None
         try:
             span = binding.tracer.start_span(
-                self.event, context=state.context, attributes=self._attributes(binding, state)
+                self.event,
+                context=state.context,
+                attributes=self._attributes(state),
+                start_time=wall(entered),
             )
             token = otel_context.attach(trace.set_span_in_context(span))
         except Exception as exc:
@@ -198,12 +203,18 @@ class InstrumentedCallback:
             raise
         finally:
             elapsed = _perf_ns() - start
+            run = state.run
             try:
                 if token is not None:
                     otel_context.detach(token)
                 self._observe(binding, state, elapsed, error, span)
+                end = state.last_end = _perf_ns()
                 if span is not None:
-                    span.end()
+                    span.end(end_time=wall(end))
+                run.span_calls += 1
+                run.span_overhead_ns += end - entered - elapsed
+                if state.closer is self:
+                    binding.phases.closed_firing(state)
             except Exception as exc:
                 binding.telemetry.report_error(exc)
 
@@ -211,23 +222,25 @@ class InstrumentedCallback:
         self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None
     ) -> None:
         """A span for an unsampled batch call that was slow or failed, with its real times."""
+        end = state.last_end = _perf_ns()
         try:
-            end = _time_ns()
             span = binding.tracer.start_span(
                 self.event,
                 context=state.context,
-                attributes=self._attributes(binding, state),
-                start_time=end - elapsed,
+                attributes=self._attributes(state),
+                start_time=wall(end - elapsed),
             )
             self._observe(binding, state, elapsed, error, span)
-            span.end(end_time=end)
+            span.end(end_time=wall(end))
+            state.run.span_overhead_ns += _perf_ns() - end
         except Exception as exc:
             binding.telemetry.report_error(exc)
 
-    def _attributes(self, binding: _Binding, state: Any) -> dict[str, Any]:
-        attributes = dict(binding.attributes)
-        if state.epoch is not None:
-            attributes[semconv.ATTR_EPOCH] = state.epoch
+    def _attributes(self, state: Any) -> dict[str, Any]:
+        attributes = dict(self._binding.attributes)
+        epoch = state.epoch
+        if epoch is not None:
+            attributes[semconv.ATTR_EPOCH] = epoch
         if state.batch_index >= 0 and self.is_batch:
             attributes[semconv.ATTR_BATCH_INDEX] = state.batch_index
         return attributes
@@ -240,14 +253,57 @@ class InstrumentedCallback:
         error: BaseException | None,
         span: Any,
     ) -> None:
+        run = state.run
         if error is None:
-            binding.durations.append(elapsed)
+            durations = binding.durations if binding.run is run else binding.durations_in(run)
+            durations.append(elapsed)
         else:
             error_type = type(error).__qualname__
-            binding.error_buffer(error_type).append(elapsed)
+            run.buffer(binding, error_type).append(elapsed)
             if span is not None:
                 span.record_exception(error, escaped=True)
                 span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
-        if elapsed > state.slow_ns:
-            binding.telemetry.on_slow(self, binding, state, elapsed, span)
+        threshold = state.batch_slow_ns if self.is_batch else state.slow_ns
+        if elapsed > threshold:
+            binding.telemetry.on_slow(self, binding, state, elapsed, threshold, span)
+
+
+def _probe(engine: Any) -> None:
+    """The no-op that :func:`fast_path_cost_ns` times."""
+
+
+class _ProbeEngine:
+    pass
+
+
+def fast_path_cost_ns(tel: telemetry.Telemetry, calls: int = 2000) -> float:
+    """The unsampled per-batch path's own cost per call, measured here on a no-op callback.
+
+    Runs against a private phase tracker and a scratch histogram, so nothing it does is exported.
+    """
+    from dataclasses import replace
+
+    from opentelemetry.metrics import NoOpHistogram
+
+    from .histograms import BufferedHistogram
+    from .phases import PhaseTracker
+
+    tracker = PhaseTracker(
+        tel, BufferedHistogram(NoOpHistogram("probe")), replace(tel.settings, summary=False)
+    )
+    tracker.fast_call_ns = 1.0  # never calibrate the calibration
+    probe = InstrumentedCallback(_probe, "on_train_batch_end")
+    probe._binding = _Binding(probe, tel, tracker)
+    engine = _ProbeEngine()
+    state = tracker.enter(engine, probe)
+    state.sampled, state.batch_slow_ns = False, 1 << 62
+    start = _perf_ns()
+    for _ in range(calls):
+        probe(engine)
+    instrumented = _perf_ns() - start
+    start = _perf_ns()
+    for _ in range(calls):
+        _probe(engine)
+    bare = _perf_ns() - start
+    return max(0.0, (instrumented - bare) / calls)

@@ -5,7 +5,7 @@ import logging
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -13,16 +13,37 @@ from otel_callbacks import Settings, semconv, telemetry
 from otel_callbacks.histograms import metric_views
 
 
+class OpenSpans(SpanProcessor):
+    """Spans started and not yet ended: must be empty once a run is over."""
+
+    def __init__(self):
+        self.open = {}
+
+    def on_start(self, span, parent_context=None):
+        self.open[span.context.span_id] = span.name
+
+    def on_end(self, span):
+        self.open.pop(span.context.span_id, None)
+
+
 class Recorded:
     """The spans and metrics one test produced, read from the SDK's in-memory exporter and reader."""
 
-    def __init__(self, exporter: InMemorySpanExporter, reader: InMemoryMetricReader):
+    def __init__(self, exporter, reader, open_spans, tracer_provider):
         self.exporter = exporter
         self.reader = reader
+        self.open_spans = open_spans
+        self.tracer_provider = tracer_provider
 
     def spans(self, name=None):
         spans = self.exporter.get_finished_spans()
         return [s for s in spans if name is None or s.name == name]
+
+    def callback_spans(self):
+        return [s for s in self.spans() if semconv.ATTR_EVENT in s.attributes]
+
+    def phase_spans(self, name=None):
+        return [s for s in self.spans(name) if semconv.ATTR_PHASE in s.attributes]
 
     def points(self, metric_name):
         """Data points of one metric, as (attributes dict, point)."""
@@ -53,10 +74,12 @@ def recorded(settings, monkeypatch):
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    open_spans = OpenSpans()
+    tracer_provider.add_span_processor(open_spans)
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
     telemetry.configure(settings, tracer_provider=tracer_provider, meter_provider=meter_provider)
-    yield Recorded(exporter, reader)
+    yield Recorded(exporter, reader, open_spans, tracer_provider)
     telemetry.shutdown()
     tracer_provider.shutdown()
     meter_provider.shutdown()

@@ -72,8 +72,9 @@ def run_train(trainer, epochs=2, batches=2, val_batches=2):
             trainer.run_callbacks("on_model_save")
             trainer.run_callbacks("on_fit_epoch_end")
         run_val(validator, val_batches)  # final eval of best.pt
-        trainer.epoch = epochs
+        trainer.epoch += 1  # BaseTrainer.final_eval logs the best metrics at epochs + 1
         trainer.run_callbacks("on_fit_epoch_end")
+        trainer.epoch -= 1
         trainer.run_callbacks("on_train_end")
     finally:
         trainer.run_callbacks("teardown")

@@ -36,7 +36,7 @@ def test_training_in_ultralytics_order_gives_a_span_per_non_batch_call(recorded)
     trainer = DetectionTrainer()
     run_train(trainer, epochs=2, batches=2, val_batches=2)
 
-    names = [s.name for s in recorded.spans()]
+    names = [s.name for s in recorded.callback_spans()]
     # the first batches of each loop are sampled (default: first 3), so every call has a span here
     assert Counter(names) == Counter(
         {
@@ -76,6 +76,7 @@ def test_training_in_ultralytics_order_gives_a_span_per_non_batch_call(recorded)
     assert [s.attributes[A.ATTR_BATCH_INDEX] for s in val] == [0, 1] * 3
     assert {s.attributes[A.ATTR_MODE] for s in val} == {"val"}
     assert all(s.status.status_code is StatusCode.UNSET for s in recorded.spans())
+    assert len(recorded.phase_spans("epoch")) == 2
 
 
 def test_histogram_has_a_point_for_every_real_call(recorded):
@@ -193,7 +194,7 @@ def test_slow_unsampled_batch_call_keeps_its_span_with_real_times(recorded, capl
     for _ in range(5):
         trainer.run_callbacks("on_train_batch_start")
         trainer.run_callbacks("on_train_batch_end")
-    (span,) = recorded.spans()
+    (span,) = recorded.callback_spans()
     assert span.name == "on_train_batch_end"
     assert span.attributes[A.ATTR_BATCH_INDEX] == 2
     assert span.attributes[A.ATTR_CALLBACK] == f"{__name__}.{sometimes_slow.__qualname__}"
@@ -219,7 +220,7 @@ def test_callback_runs_inside_its_span_and_context_is_restored(recorded):
     trainer = DetectionTrainer()
     trainer.add_callback("on_train_start", look)
     trainer.run_callbacks("on_train_start")
-    (span,) = [s for s in recorded.spans() if s.attributes[A.ATTR_CALLBACK].endswith("look")]
+    (span,) = [s for s in recorded.callback_spans() if s.attributes[A.ATTR_CALLBACK].endswith("look")]
     assert seen == [span.context.span_id]
     assert trace.get_current_span() is trace.INVALID_SPAN
 

@@ -1,0 +1,306 @@
+"""The trace tree of each Ultralytics run, its robustness, and the phase metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
+from otel_callbacks import semconv as sc
+from otel_callbacks import telemetry
+from tests.engines import (
+    DetectionPredictor,
+    DetectionTrainer,
+    DetectionValidator,
+    Exporter,
+    run_export,
+    run_predict,
+    run_train,
+    run_val,
+)
+
+
+class Tree:
+    """Finished spans indexed for assertions on names and parent links."""
+
+    def __init__(self, spans):
+        self.spans = list(spans)
+        self.by_id = {s.context.span_id: s for s in self.spans}
+
+    def parent(self, span):
+        return self.by_id.get(span.parent.span_id) if span.parent else None
+
+    def named(self, name):
+        return [s for s in self.spans if s.name == name]
+
+    def phases(self, name):
+        return [s for s in self.named(name) if sc.ATTR_PHASE in s.attributes]
+
+    def callbacks(self, event):
+        return [s for s in self.named(event) if sc.ATTR_EVENT in s.attributes]
+
+    def parent_names(self, spans):
+        return [self.parent(s).name if self.parent(s) else None for s in spans]
+
+
+def assert_closed_and_isolated(recorded):
+    assert recorded.open_spans.open == {}, "no span left open"
+    later = recorded.tracer_provider.get_tracer("user").start_span("later")
+    assert later.parent is None, "no context leaked"
+    later.end()
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_two_epoch_training_tree(recorded):
+    trainer = DetectionTrainer()
+    trainer.args = type(
+        "Args",
+        (),
+        {
+            "task": "detect",
+            "model": "/home/alice/yolo11n.yaml",
+            "epochs": 2,
+            "imgsz": 32,
+            "batch": 4,
+            "device": "cpu",
+            "data": "/home/alice/d.yaml",
+            "api_key": "secret",
+        },
+    )()
+    run_train(trainer, epochs=2, batches=2, val_batches=2)
+    tree = Tree(recorded.spans())
+    assert_closed_and_isolated(recorded)
+
+    (train,) = tree.phases("train")
+    assert train.parent is None and train.status.status_code is StatusCode.UNSET
+    assert dict(train.attributes) == {
+        sc.ATTR_PHASE: "train",
+        "ultralytics.task": "detect",
+        "ultralytics.model": "yolo11n.yaml",
+        "ultralytics.data": "d.yaml",
+        "ultralytics.epochs": 2,
+        "ultralytics.imgsz": 32,
+        "ultralytics.batch.size": 4,
+        "ultralytics.device": "cpu",
+    }
+    assert all(s.context.trace_id == train.context.trace_id for s in tree.spans), "one tree"
+    assert tree.parent_names(tree.phases("setup")) == ["train"]
+    epochs = tree.phases("epoch")
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [0, 1]
+    assert tree.parent_names(epochs) == ["train", "train"]
+    assert Counter(tree.parent(b).attributes[sc.ATTR_EPOCH] for b in tree.phases("batch")) == {0: 2, 1: 2}
+    assert Counter(tree.parent_names(tree.phases("dataloader"))) == {"epoch": 4}
+    (final_eval,) = tree.phases("final_eval")
+    assert tree.parent(final_eval) is train
+    vals = tree.phases("val")
+    assert tree.parent_names(vals) == ["epoch", "epoch", "final_eval"]
+    assert [v.attributes.get(sc.ATTR_EPOCH) for v in vals] == [0, 1, 1]
+
+    # callback spans are children of the innermost open phase of their engine
+    expected_parent = {
+        "on_pretrain_routine_start": ["setup"],
+        "on_pretrain_routine_end": ["setup"],
+        "on_train_start": ["train"],
+        "on_train_epoch_start": ["epoch"] * 2,
+        "on_train_batch_start": ["batch"] * 4,
+        "on_train_batch_end": ["batch"] * 4,
+        "on_train_epoch_end": ["epoch"] * 2,
+        "on_val_start": ["val"] * 3,
+        "on_val_batch_start": ["val"] * 6,
+        "on_val_end": ["val"] * 3,
+        "on_model_save": ["epoch"] * 2,
+        "on_fit_epoch_end": ["epoch", "epoch", "final_eval"],
+        "on_train_end": ["train"],
+        "teardown": ["train"],
+    }
+    for event, parents in expected_parent.items():
+        assert tree.parent_names(tree.callbacks(event)) == parents, event
+    # phases contain their callbacks in time
+    for span in tree.spans:
+        parent = tree.parent(span)
+        if parent is not None:
+            assert parent.start_time <= span.start_time <= span.end_time <= parent.end_time, span.name
+
+    counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    assert counts == {
+        "train": 1,
+        "setup": 1,
+        "epoch": 2,
+        "batch": 4,
+        "dataloader": 4,
+        "val": 3,
+        "final_eval": 1,
+    }
+
+
+def test_model_val_is_a_root_val_span(recorded):
+    validator = DetectionValidator()  # a Model's own dict, not a trainer's
+    run_val(validator, batches=3)
+    tree = Tree(recorded.spans())
+    (val,) = tree.phases("val")
+    assert val.parent is None
+    assert set(tree.parent_names(tree.callbacks("on_val_batch_end"))) == {"val"}
+    assert_closed_and_isolated(recorded)
+
+
+def test_predict_tree(recorded):
+    predictor = DetectionPredictor()
+    run_predict(predictor, batches=4)
+    tree = Tree(recorded.spans())
+    (predict,) = tree.phases("predict")
+    assert predict.parent is None
+    batches = tree.phases("predict_batch")
+    assert len(batches) == 3, "first 3 batches sampled by default"
+    assert set(tree.parent_names(batches)) == {"predict"}
+    assert tree.parent_names(tree.callbacks("on_predict_postprocess_end")) == ["predict_batch"] * 3
+    assert tree.parent_names(tree.callbacks("on_predict_end")) == ["predict"]
+    counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    assert counts == {"predict": 1, "predict_batch": 4}
+    assert_closed_and_isolated(recorded)
+
+
+def test_export_and_failed_export(recorded):
+    exporter = Exporter()
+    run_export(exporter)
+    with pytest.raises(RuntimeError):
+        run_export(exporter, fail=True)
+    assert list(recorded.open_spans.open.values()) == ["export"]
+    run_export(exporter)  # the next export on the same exporter closes the failed one
+    tree = Tree(recorded.spans())
+    exports = tree.phases("export")
+    assert [e.status.status_code for e in exports] == [StatusCode.UNSET, StatusCode.ERROR, StatusCode.UNSET]
+    assert "a new export started" in exports[1].status.description
+    assert all(e.parent is None for e in exports)
+    assert_closed_and_isolated(recorded)
+
+
+def test_failed_export_closed_at_process_exit(recorded):
+    exporter = Exporter()
+    with pytest.raises(RuntimeError):
+        run_export(exporter, fail=True)
+    telemetry.active.phases.close_all("process exit")
+    (export,) = Tree(recorded.spans()).phases("export")
+    assert export.status.status_code is StatusCode.ERROR and export.status.description == "process exit"
+    assert recorded.open_spans.open == {}
+
+
+class Boom(Exception):
+    pass
+
+
+def test_exception_in_on_train_epoch_end(recorded):
+    trainer = DetectionTrainer()
+
+    def fail(t):
+        raise Boom("bad epoch end")
+
+    trainer.add_callback("on_train_epoch_end", fail)
+    with pytest.raises(Boom):
+        run_train(trainer)
+    tree = Tree(recorded.spans())
+    assert_closed_and_isolated(recorded)
+    (epoch,) = tree.phases("epoch")
+    assert epoch.status.status_code is StatusCode.ERROR
+    assert epoch.status.description == "epoch never reached its end event before teardown"
+    (train,) = tree.phases("train")
+    assert train.status.status_code is StatusCode.ERROR
+    assert tree.parent_names(tree.callbacks("teardown")) == ["train"]
+    (failed,) = [s for s in tree.callbacks("on_train_epoch_end") if s.status.status_code is StatusCode.ERROR]
+    assert tree.parent(failed) is epoch
+
+
+def test_keyboard_interrupt_mid_batch(recorded):
+    trainer = DetectionTrainer()
+    calls = []
+
+    def interrupt(t):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    trainer.add_callback("on_train_batch_start", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(trainer, epochs=2, batches=2)
+    tree = Tree(recorded.spans())
+    assert_closed_and_isolated(recorded)
+    statuses = {
+        s.name: s.status.status_code
+        for s in tree.spans
+        if sc.ATTR_PHASE in s.attributes and s.status.status_code is StatusCode.ERROR
+    }
+    assert statuses == {"batch": StatusCode.ERROR, "epoch": StatusCode.ERROR, "train": StatusCode.ERROR}
+
+
+def test_abandoned_predict_stream(recorded):
+    predictor = DetectionPredictor()
+    predictor.run_callbacks("on_predict_start")
+    for _ in range(2):
+        predictor.run_callbacks("on_predict_batch_start")
+        predictor.run_callbacks("on_predict_postprocess_end")  # the consumer stops iterating here
+    assert sorted(recorded.open_spans.open.values()) == ["predict", "predict_batch"]
+    run_predict(predictor, batches=1)  # the same predictor starts a new run
+    tree = Tree(recorded.spans())
+    first, second = tree.phases("predict")
+    assert first.status.status_code is StatusCode.ERROR
+    assert "a new prediction started" in first.status.description
+    assert second.status.status_code is StatusCode.UNSET
+    assert_closed_and_isolated(recorded)
+
+
+def test_abandoned_predict_stream_closed_when_the_predictor_is_collected(recorded):
+    predictor = DetectionPredictor()
+    predictor.run_callbacks("on_predict_start")
+    predictor.run_callbacks("on_predict_batch_start")
+    del predictor
+    (predict,) = Tree(recorded.spans()).phases("predict")
+    assert predict.status.status_code is StatusCode.ERROR
+    assert "garbage collected" in predict.status.description
+    assert recorded.open_spans.open == {}
+
+
+def test_two_trainers_in_two_threads_make_two_trees(recorded):
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def train():
+        try:
+            trainer = DetectionTrainer()
+            trainer.add_callback("on_train_batch_end", lambda t: barrier.wait(5))  # interleave
+            run_train(trainer, epochs=2, batches=3, val_batches=1)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=train) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    tree = Tree(recorded.spans())
+    trains = tree.phases("train")
+    assert len(trains) == 2 and trains[0].context.trace_id != trains[1].context.trace_id
+    for train in trains:
+        members = [s for s in tree.spans if s.context.trace_id == train.context.trace_id]
+        assert Counter(s.name for s in members if sc.ATTR_PHASE in s.attributes) == {
+            "train": 1,
+            "setup": 1,
+            "epoch": 2,
+            "batch": 6,
+            "dataloader": 6,
+            "val": 3,
+            "final_eval": 1,
+        }
+        assert len([s for s in members if s.name == "on_train_batch_end"]) == 12
+    assert_closed_and_isolated(recorded)
+
+
+def test_user_span_around_training_is_the_parent_and_is_restored(recorded):
+    tracer = recorded.tracer_provider.get_tracer("user")
+    with tracer.start_as_current_span("experiment") as experiment:
+        run_train(DetectionTrainer(), epochs=1, batches=1)
+        assert trace.get_current_span() is experiment
+    (train,) = Tree(recorded.spans()).phases("train")
+    assert train.parent.span_id == experiment.get_span_context().span_id

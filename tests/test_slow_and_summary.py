@@ -1,0 +1,137 @@
+"""Slow-callback detection (absolute and relative thresholds) and the end-of-run timing table."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from otel_callbacks import Settings, telemetry
+from otel_callbacks import semconv as sc
+from tests.engines import DetectionTrainer, run_train
+
+
+def train_loop(trainer, batches, step_s=0.0):
+    """A training whose batches take ``step_s`` outside callbacks (the forward/backward pass)."""
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_pretrain_routine_end")
+    trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(batches):
+        trainer.run_callbacks("on_train_batch_start")
+        time.sleep(step_s)
+        trainer.run_callbacks("on_train_batch_end")
+    trainer.run_callbacks("on_fit_epoch_end")
+    trainer.run_callbacks("teardown")
+
+
+def slow_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "slow callback" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(slow_threshold=10.0, slow_batch_fraction=0.5, batch_spans_first=0, batch_spans_every=0)],
+    indirect=True,
+)
+def test_relative_threshold_names_the_callback_keras_never_did(recorded, caplog):
+    trainer = DetectionTrainer()
+    calls = []
+
+    def sometimes_slow_logger(t):
+        calls.append(1)
+        if len(calls) in (12, 14):
+            time.sleep(0.03)  # over half the ~40 ms median batch, far under the 10 s absolute
+
+    trainer.add_callback("on_train_batch_end", sometimes_slow_logger)
+    train_loop(trainer, batches=16, step_s=0.04)
+
+    name = f"{__name__}.{sometimes_slow_logger.__qualname__}"
+    spans = [s for s in recorded.callback_spans() if s.attributes[sc.ATTR_CALLBACK] == name]
+    assert [s.attributes[sc.ATTR_BATCH_INDEX] for s in spans] == [11, 13], "slow calls keep their span"
+    for span in spans:
+        (event,) = span.events
+        assert event.name == sc.EVENT_SLOW_CALLBACK
+        assert 0.015 < event.attributes["threshold_s"] < 0.03 < event.attributes["duration_s"]
+    (warning,) = slow_warnings(caplog)  # once per callback per run
+    assert name in warning and "on_train_batch_end" in warning
+    assert "fraction of the median batch time" in warning
+    ((attributes, point),) = recorded.points(sc.METRIC_CALLBACK_SLOW)
+    assert point.value == 2 and attributes[sc.ATTR_CALLBACK] == name
+    assert attributes[sc.ATTR_EVENT] == "on_train_batch_end"
+
+
+@pytest.mark.parametrize("settings", [Settings(slow_threshold=0.01, slow_batch_fraction=0.0)], indirect=True)
+def test_absolute_threshold_for_non_batch_events_warns_once_per_run(recorded, caplog):
+    trainer = DetectionTrainer()
+    trainer.add_callback("on_train_epoch_end", lambda t: time.sleep(0.02))
+    run_train(trainer, epochs=2, batches=1)
+    run_train(trainer, epochs=1, batches=1)  # a second run warns again
+    warnings = slow_warnings(caplog)
+    assert len(warnings) == 2 and all("(threshold 0.0100 s, absolute)" in w for w in warnings)
+    slow = [s for s in recorded.callback_spans() if s.events]
+    assert [s.name for s in slow] == ["on_train_epoch_end"] * 3
+    ((_, point),) = recorded.points(sc.METRIC_CALLBACK_SLOW)
+    assert point.value == 3
+
+
+@pytest.mark.parametrize("settings", [Settings(slow_threshold=10.0, slow_batch_fraction=0.0)], indirect=True)
+def test_relative_rule_can_be_turned_off(recorded, caplog):
+    trainer = DetectionTrainer()
+    trainer.add_callback("on_train_batch_end", lambda t: time.sleep(0.01))
+    train_loop(trainer, batches=8, step_s=0.005)
+    assert slow_warnings(caplog) == []
+    assert recorded.points(sc.METRIC_CALLBACK_SLOW) == []
+
+
+def test_table_numbers_match_the_spans_and_metrics_of_the_run(recorded, capsys):
+    trainer = DetectionTrainer()
+    trainer.add_callback("on_train_batch_end", lambda t: time.sleep(0.002))
+    run_train(trainer, epochs=2, batches=5, val_batches=3)
+    report = telemetry.active.phases.last_report
+    assert report is not None and report.mode == "train"
+
+    points = {(a[sc.ATTR_EVENT], a[sc.ATTR_CALLBACK]): p for a, p in recorded.durations()}
+    rows = report.rows()
+    assert {(e, c) for e, c, _ in rows} == set(points)
+    for event, callback, stats in rows:
+        point = points[(event, callback)]
+        assert stats.calls == point.count
+        assert stats.total_ns / 1e9 == pytest.approx(point.sum, rel=1e-9, abs=1e-12)
+        assert point.min <= stats.p95_ns / 1e9 <= point.max
+    assert [r[2].total_ns for r in rows] == sorted((r[2].total_ns for r in rows), reverse=True)
+    top_event, top_callback, top = rows[0]
+    assert top_event == "on_train_batch_end" and "<lambda>" in top_callback and top.calls == 10
+    assert top.p95_ns >= 2_000_000
+
+    (train,) = recorded.phase_spans("train")
+    assert report.run_ns == pytest.approx(train.end_time - train.start_time, abs=200_000)
+    phase_points = {a[sc.ATTR_PHASE]: p for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    for phase, (count, total) in report.phases.items():
+        assert count == phase_points[phase].count, phase
+        assert total / 1e9 == pytest.approx(phase_points[phase].sum, rel=1e-9)
+    assert set(report.phases) == {"setup", "epoch", "batch", "dataloader", "val", "final_eval"}
+    assert report.phases["batch"][0] == 10 and report.phases["val"][0] == 3
+    assert 0 < report.overhead_ns < report.run_ns
+
+    out = capsys.readouterr().out
+    assert out.startswith("otel_callbacks: train run took")
+    assert "phase breakdown:" in out and "instrumentation overhead:" in out
+    line = next(
+        line for line in out.splitlines() if line.startswith("on_train_batch_end") and "<lambda>" in line
+    )
+    assert line.split()[2] == "10"
+
+
+@pytest.mark.parametrize("settings", [Settings(summary=False)], indirect=True)
+def test_summary_can_be_turned_off(recorded, capsys, caplog):
+    caplog.set_level(logging.INFO, logger=sc.LOGGER_NAME)
+    run_train(DetectionTrainer(), epochs=1, batches=1)
+    assert capsys.readouterr().out == ""
+    assert not [r for r in caplog.records if "run took" in r.getMessage()]
+
+
+def test_summary_also_goes_through_logging(recorded, caplog):
+    caplog.set_level(logging.INFO, logger=sc.LOGGER_NAME)
+    run_train(DetectionTrainer(), epochs=1, batches=1)
+    assert any(r.getMessage().startswith("otel_callbacks: train run took") for r in caplog.records)
