@@ -6,8 +6,6 @@ Same names as Ultralytics' module; every callback that enters a callbacks dict m
 
 from __future__ import annotations
 
-from copy import deepcopy
-
 from .config import Settings
 from .histograms import metric_views
 from .hooks import (
@@ -39,16 +37,12 @@ from .hooks import (
     teardown,
 )
 from .integrations import add_integration_callbacks
-from .registry import CallbackDict, CallbackList
+from .registry import CallbackDict, CallbackList, get_default_callbacks
 from .telemetry import configure, shutdown
 from .timing import InstrumentedCallback, instrument
+from .ultralytics import install, uninstall
 
 __version__ = "0.1.0"
-
-
-def get_default_callbacks() -> CallbackDict:
-    """A fresh instrumented ``defaultdict(list)`` of the default callbacks (new lists, same hooks)."""
-    return CallbackDict(list, deepcopy(default_callbacks))
 
 
 __all__ = [
@@ -60,6 +54,7 @@ __all__ = [
     "configure",
     "default_callbacks",
     "get_default_callbacks",
+    "install",
     "instrument",
     "metric_views",
     "on_before_zero_grad",
@@ -88,4 +83,5 @@ __all__ = [
     "optimizer_step",
     "shutdown",
     "teardown",
+    "uninstall",
 ]

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from . import semconv
@@ -29,6 +30,9 @@ from . import semconv
 BUFFER_LIMIT = 65_536
 
 _Key = frozenset  # frozenset(attributes.items())
+# Measurements carry no span context: exemplar sampling would draw from the global ``random``
+# module, which Ultralytics seeds for reproducible training (see telemetry.PrivateRandomIdGenerator).
+NO_CONTEXT = Context()
 
 # SDK histogram aggregations created through our view, by instrument and attribute set.
 _aggregations: weakref.WeakKeyDictionary[Any, dict[_Key, list[weakref.ref]]] = weakref.WeakKeyDictionary()
@@ -211,7 +215,7 @@ class BufferedHistogram:
         if not targets:
             # The SDK creates aggregations on a first measurement (and a delta reader drops them at
             # each collection): give it the batch's minimum, then merge the rest into what it made.
-            self._histogram.record(batch.min, dict(key))
+            self._histogram.record(batch.min, dict(key), context=NO_CONTEXT)
             batch.remove_min(self._thresholds)
             targets = self._targets(key)
             self.mergeable = bool(targets)
@@ -226,7 +230,7 @@ class BufferedHistogram:
         """A provider without our view only has ``record``: one SDK call per observation."""
         record, attributes = self._histogram.record, dict(key)
         for value in batch.values:
-            record(value, attributes)
+            record(value, attributes, context=NO_CONTEXT)
 
     def _targets(self, key: _Key) -> list[Any]:
         with _aggregations_lock:

@@ -41,13 +41,10 @@ def integration_from_module(module: str) -> str:
 
 
 def _ultralytics_add_integration_callbacks() -> Callable[[Any], None] | None:
-    """Ultralytics' original function, or None when Ultralytics is not installed."""
-    try:
-        from ultralytics.utils.callbacks import base
-    except ImportError:
-        return None
-    function = base.add_integration_callbacks
-    return None if function is add_integration_callbacks else function
+    """Ultralytics' own function (even while installed), or None when Ultralytics is absent."""
+    from .ultralytics import original
+
+    return original("add_integration_callbacks")
 
 
 def add_integration_callbacks(instance: Any) -> None:

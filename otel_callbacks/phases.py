@@ -40,9 +40,8 @@ _perf_ns = time.perf_counter_ns
 
 # Events that start a loop whose batches are counted from 0.
 _LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
-# Phases that span a whole run: the table's total, not a line of its breakdown.
-_ROOTS = frozenset({sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
-_RUN_PHASES = _ROOTS | {sc.PHASE_VAL}  # val is a run of its own when not inside a training
+# Phases that span a whole run (val only when it is not inside a training).
+_RUN_PHASES = frozenset({sc.PHASE_TRAIN, sc.PHASE_VAL, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
 # Batch times kept per engine for the relative slow threshold, and the fewest that define it.
 _BATCH_WINDOW = 64
 _BATCH_MIN = 5
@@ -329,8 +328,8 @@ class PhaseTracker:
             attributes = {sc.ATTR_PHASE: name, sc.ATTR_MODE: mode}
             buffer = self._phase_buffers[name, mode] = self._telemetry.phase_duration.buffer(attributes)
         buffer.append(elapsed_ns)
-        if state.run is not None and name not in _ROOTS:
-            state.run.add_phase(name, elapsed_ns)
+        if state.run is not None and not (name in _RUN_PHASES and state.parent is None):
+            state.run.add_phase(name, elapsed_ns)  # the run's own span is its total, not a line
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
         times = state.batch_times

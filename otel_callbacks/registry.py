@@ -12,8 +12,10 @@ from __future__ import annotations
 import difflib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from copy import deepcopy
 from typing import Any, SupportsIndex
 
+from . import hooks
 from .hooks import EVENTS
 from .timing import instrument
 
@@ -125,3 +127,14 @@ class CallbackDict(defaultdict):
 
     def __repr__(self) -> str:
         return f"CallbackDict({dict.__repr__(self)})"
+
+
+def get_default_callbacks() -> CallbackDict:
+    """A fresh instrumented ``defaultdict(list)`` of the default callbacks: new lists, same hooks.
+
+    While installed into Ultralytics, the hooks are Ultralytics' own, so that dicts Ultralytics
+    resets (``reset_callbacks``) still compare equal to a fresh one, as they do without us.
+    """
+    from .ultralytics import default_callbacks
+
+    return CallbackDict(list, deepcopy(default_callbacks() or hooks.default_callbacks))

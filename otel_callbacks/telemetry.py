@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import random
 import threading
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -19,10 +20,11 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from . import semconv
 from .config import Settings
-from .histograms import BufferedHistogram, has_metric_views, metric_views
+from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
 from .phases import PhaseTracker
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
@@ -31,6 +33,29 @@ active: Telemetry | None = None
 """The configured telemetry; ``None`` until :func:`configure` runs (lazily, on the first callback)."""
 
 _lock = threading.RLock()
+
+
+class PrivateRandomIdGenerator(RandomIdGenerator):
+    """Span and trace ids from a private generator.
+
+    The SDK's default draws them from the global ``random`` module, which Ultralytics seeds for
+    reproducible augmentation: a span would shift that sequence and change the training.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random()  # seeded from os.urandom
+
+    def generate_span_id(self) -> int:
+        span_id = self._random.getrandbits(64)
+        while span_id == trace.INVALID_SPAN_ID:
+            span_id = self._random.getrandbits(64)
+        return span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = self._random.getrandbits(128)
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = self._random.getrandbits(128)
+        return trace_id
 
 
 class Telemetry:
@@ -50,6 +75,8 @@ class Telemetry:
         self.output = output  # the embedded default's file, when it is used
         self.slow_ns = int(settings.slow_threshold * 1e9)
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, _version(), tracer_provider=tracer_provider)
+        if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
+            self.tracer.id_generator = PrivateRandomIdGenerator()
         meter = metrics.get_meter(semconv.METER_NAME, _version(), meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
         seconds = {"unit": "s", "explicit_bucket_boundaries_advisory": semconv.DURATION_BUCKETS}
@@ -101,7 +128,7 @@ class Telemetry:
     ) -> None:
         """Count a slow invocation, mark its span and warn once per callback per run."""
         duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
-        self.slow_counter.add(1, binding.attributes)
+        self.slow_counter.add(1, binding.attributes, context=NO_CONTEXT)
         if span is not None:
             span.add_event(
                 semconv.EVENT_SLOW_CALLBACK,
@@ -138,7 +165,7 @@ class Telemetry:
                 semconv.METRIC_TELEMETRY_ERRORS,
             )
         with contextlib.suppress(Exception):
-            self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind})
+            self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind}, context=NO_CONTEXT)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush and shut down what this module built, waiting at most ``timeout`` seconds.

@@ -243,3 +243,19 @@ def test_telemetry_failure_never_breaks_the_callback(recorded, caplog, monkeypat
     assert telemetry.active.errors_seen == {"RuntimeError": 6}
     ((attributes, point),) = recorded.points(A.METRIC_TELEMETRY_ERRORS)
     assert point.value == 6 and attributes == {A.ATTR_ERROR_TYPE: "RuntimeError"}
+
+
+def test_telemetry_never_draws_from_the_global_random_module(recorded):
+    """Ultralytics seeds ``random`` for reproducible augmentation; span ids must not shift it."""
+    import random
+
+    random.seed(1234)
+    expected = [random.random() for _ in range(3)]
+    trainer = DetectionTrainer()
+    tracer = recorded.tracer_provider.get_tracer("user")
+    with tracer.start_as_current_span("experiment"):  # a sampled context: exemplars would sample
+        random.seed(1234)
+        run_train(trainer, epochs=2, batches=4)
+        recorded.reader.collect()
+        assert [random.random() for _ in range(3)] == expected
+    assert len(recorded.spans()) > 50

@@ -1,0 +1,30 @@
+"""Real Ultralytics trainings on generated data, offline on the CPU (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from otel_callbacks import demo, uninstall
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    return demo.make_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture
+def train_args(data, tmp_path):
+    return {
+        "data": str(data),
+        "epochs": 2,
+        "project": str(tmp_path / "runs"),
+        "name": "train",
+        **demo.TRAIN_ARGS,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _uninstalled():
+    uninstall()
+    yield
+    uninstall()

@@ -1,0 +1,316 @@
+"""otel_callbacks installed into a real Ultralytics 8.4: trees, counts, identical results, drop-in API."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import torch
+from opentelemetry.trace import StatusCode
+
+import otel_callbacks
+from otel_callbacks import install, otlp_file, uninstall
+from otel_callbacks import semconv as sc
+from otel_callbacks.hooks import EVENTS
+from otel_callbacks.timing import InstrumentedCallback
+from tests.test_phases import Tree
+
+ultralytics = pytest.importorskip("ultralytics")
+from ultralytics import YOLO  # noqa: E402
+from ultralytics.utils import callbacks as ul_callbacks  # noqa: E402
+from ultralytics.utils.callbacks import base as ul_base  # noqa: E402
+
+ORIGINAL_GET = ul_base.get_default_callbacks
+ORIGINAL_ADD = ul_base.add_integration_callbacks
+
+
+class Truth:
+    """Independent plain callbacks that count what really ran."""
+
+    def __init__(self, model):
+        self.count = Counter()
+        for event in EVENTS:
+            model.add_callback(event, self.counter(event))
+
+    def counter(self, event):
+        def count(engine):
+            self.count[event] += 1
+
+        count.__qualname__ = f"truth_{event}"
+        return count
+
+
+def test_installed_runs_give_the_span_trees_and_every_call_is_counted(recorded, train_args, data, tmp_path):
+    install()
+    model = YOLO("yolo11n.yaml")
+    truth = Truth(model)
+    late = []
+
+    def add_late(trainer):  # a user adds a callback while training runs
+        if trainer.epoch == 0:
+            trainer.add_callback("on_train_epoch_end", late_callback)
+
+    def late_callback(trainer):
+        late.append(trainer.epoch)
+
+    model.add_callback("on_train_epoch_start", add_late)
+    model.train(**train_args)
+    model.val(data=train_args["data"], imgsz=32, batch=4, device="cpu", workers=0, plots=False)
+    model.predict(str(data.parent / "images" / "val"), imgsz=32, device="cpu", batch=2, verbose=False)
+    model.export(format="torchscript", imgsz=32, device="cpu")
+
+    tree = Tree(recorded.spans())
+    assert recorded.open_spans.open == {}
+    roots = [s for s in tree.spans if s.parent is None]
+    assert [r.name for r in sorted(roots, key=lambda s: s.start_time)] == [
+        "train",
+        "val",
+        "predict",
+        "export",
+    ]
+    by_trace = {r.name: [s for s in tree.spans if s.context.trace_id == r.context.trace_id] for r in roots}
+
+    train = Tree(by_trace["train"])
+    phases = Counter(s.name for s in train.spans if sc.ATTR_PHASE in s.attributes)
+    assert phases == {
+        "train": 1,
+        "setup": 1,
+        "epoch": 2,
+        "batch": 4,
+        "dataloader": 4,
+        "val": 3,
+        "final_eval": 1,
+    }
+    assert train.parent_names(train.phases("val")) == ["epoch", "epoch", "final_eval"]
+    assert train.parent_names(train.callbacks("on_fit_epoch_end"))[-1] == "final_eval"
+    assert set(train.parent_names(train.callbacks("on_train_batch_end"))) == {"batch"}
+    assert set(train.parent_names(train.callbacks("teardown"))) == {"train"}
+    (run,) = train.phases("train")
+    assert run.attributes["ultralytics.model"] == "yolo11n.yaml"
+    assert run.attributes["ultralytics.data"] == "data.yaml" and run.attributes["ultralytics.epochs"] == 2
+    assert not any("/" in str(v) for s in tree.spans for v in s.attributes.values()), "no paths"
+    integrations = {s.attributes[sc.ATTR_INTEGRATION] for s in train.spans if sc.ATTR_EVENT in s.attributes}
+    assert {"default", "user", "events", "platform"} <= integrations
+    late_spans = [
+        s for s in train.callbacks("on_train_epoch_end") if "late_callback" in s.attributes[sc.ATTR_CALLBACK]
+    ]
+    assert [s.attributes[sc.ATTR_INTEGRATION] for s in late_spans] == ["user", "user"] and late == [0, 1]
+
+    val = Tree(by_trace["val"])
+    assert [s.name for s in val.spans if sc.ATTR_PHASE in s.attributes] == ["val"]
+    predict = Tree(by_trace["predict"])
+    assert len(predict.phases("predict_batch")) == 2 and len(predict.phases("predict")) == 1
+    assert set(predict.parent_names(predict.callbacks("on_predict_postprocess_end"))) == {"predict_batch"}
+    export = Tree(by_trace["export"])
+    assert {s.name for s in export.spans} == {"export", "on_export_start", "on_export_end"}
+
+    points = {(a[sc.ATTR_EVENT], a[sc.ATTR_CALLBACK]): p.count for a, p in recorded.durations()}
+    assert sum(truth.count.values()) >= 48 and truth.count["on_predict_batch_end"] == 2
+    for event, calls in truth.count.items():
+        assert points[(event, f"{__name__}.truth_{event}")] == calls, event
+        assert points[(event, f"ultralytics.utils.callbacks.base.{event}")] == calls, event
+    for (event, _callback), count in points.items():
+        assert count <= truth.count[event]
+
+
+def results(run_dir: Path):
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [{k.strip(): v for k, v in row.items() if k.strip() != "time"} for row in rows]
+
+
+def weights(path: Path):
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint["model"].float().state_dict()
+
+
+def train_once(train_args, name):
+    model = YOLO("yolo11n.yaml")
+    metrics = model.train(**{**train_args, "name": name})
+    run_dir = Path(train_args["project"]) / name
+    return run_dir, metrics.results_dict
+
+
+def test_training_outputs_are_identical_with_and_without_instrumentation(recorded, train_args):
+    plain_dir, plain_metrics = train_once(train_args, "plain")
+    install()
+    instrumented_dir, instrumented_metrics = train_once(train_args, "instrumented")
+    assert recorded.phase_spans("train"), "the second training was instrumented"
+    assert results(plain_dir) == results(instrumented_dir)
+    assert len(results(plain_dir)) == 2 and "metrics/mAP50(B)" in results(plain_dir)[0]
+    assert plain_metrics == instrumented_metrics
+    for file in ("best.pt", "last.pt"):
+        a, b = weights(plain_dir / "weights" / file), weights(instrumented_dir / "weights" / file)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("instrumented", [False, True])
+def test_a_raising_callback_raises_the_same_exception(recorded, train_args, instrumented):
+    if instrumented:
+        install()
+    error = Boom("logger crashed")
+    model = YOLO("yolo11n.yaml")
+
+    def crash(trainer):
+        raise error
+
+    model.add_callback("on_train_epoch_end", crash)
+    with pytest.raises(Boom) as caught:
+        model.train(**{**train_args, "epochs": 1})
+    assert caught.value is error
+    assert caught.traceback[-1].name == "crash"
+    if instrumented:
+        (train,) = recorded.phase_spans("train")
+        assert train.status.status_code is StatusCode.ERROR
+        assert recorded.open_spans.open == {}
+        teardown = [s for s in recorded.callback_spans() if s.name == "teardown"]
+        assert teardown and all(s.parent.span_id == train.context.span_id for s in teardown)
+    else:
+        assert recorded.spans() == []
+
+
+def callbacks_behaviour():
+    """What Ultralytics' callbacks API does, written as plain data to compare across modes."""
+
+    def user(trainer):
+        pass
+
+    model = YOLO("yolo11n.yaml")
+    seen = [model.callbacks != ul_callbacks.get_default_callbacks()]
+    model.add_callback("on_train_start", user)
+    seen += [model.callbacks != ul_callbacks.get_default_callbacks(), len(model.callbacks["on_train_start"])]
+    model.clear_callback("on_val_end")
+    seen += [model.callbacks["on_val_end"] == [], model.callbacks != ul_callbacks.get_default_callbacks()]
+    model.reset_callbacks()
+    seen += [model.callbacks != ul_callbacks.get_default_callbacks()]
+    seen += [[getattr(cb, "__wrapped__", cb) for cb in v] for v in model.callbacks.values()]
+    return model, seen
+
+
+def test_callbacks_api_behaves_as_without_instrumentation():
+    _, plain = callbacks_behaviour()
+    install()
+    model, instrumented = callbacks_behaviour()
+    assert instrumented == plain
+    assert plain[0] is False, "a fresh model takes Ultralytics' default code path"
+    assert isinstance(model.callbacks, otel_callbacks.CallbackDict)
+    assert all(isinstance(cb, InstrumentedCallback) for v in model.callbacks.values() for cb in v)
+
+
+def test_uninstall_restores_ultralytics_exactly():
+    install()
+    install()  # idempotent
+    assert ul_callbacks.get_default_callbacks is otel_callbacks.get_default_callbacks
+    assert ul_base.add_integration_callbacks is otel_callbacks.add_integration_callbacks
+    uninstall()
+    uninstall()
+    assert (
+        ul_callbacks.get_default_callbacks is ORIGINAL_GET and ul_base.get_default_callbacks is ORIGINAL_GET
+    )
+    assert ul_callbacks.add_integration_callbacks is ORIGINAL_ADD
+    assert ul_base.add_integration_callbacks is ORIGINAL_ADD
+    model = YOLO("yolo11n.yaml")
+    assert type(model.callbacks).__name__ == "defaultdict"
+    assert not (model.callbacks != ul_callbacks.get_default_callbacks())  # noqa: SIM202 - as Model.train
+    assert not any(isinstance(cb, InstrumentedCallback) for v in model.callbacks.values() for cb in v)
+
+
+DDP_WORKER = """
+import sys
+from ultralytics.utils.patches import torch_load
+
+state = torch_load(sys.argv[1], map_location="cpu")
+trainer = state["trainer"](overrides=state["args"], _callbacks=state["callbacks"])
+trainer.train()
+"""
+
+
+def test_trainer_callbacks_survive_the_ddp_pickle_and_trace_in_the_worker(train_args, tmp_path):
+    """As ultralytics.utils.dist.generate_ddp_file: torch.save with cloudpickle, rebuild in a new process."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    install()
+    model = YOLO("yolo11n.yaml")
+    model.add_callback("on_train_epoch_end", lambda trainer: print("worker epoch", trainer.epoch))
+    trainer = DetectionTrainer(
+        overrides={**train_args, "model": "yolo11n.yaml", "epochs": 1}, _callbacks=model.callbacks
+    )
+    state = tmp_path / "ddp.pt"
+    torch.save(
+        {"trainer": type(trainer), "args": vars(trainer.args), "callbacks": trainer.callbacks},
+        state,
+        pickle_module=cloudpickle,
+    )
+    otel_dir = tmp_path / "otel"
+    out = subprocess.run(
+        [sys.executable, "-c", DDP_WORKER, str(state)],
+        env={
+            **__import__("os").environ,
+            "OTEL_CALLBACKS_DIR": str(otel_dir),
+            "OTEL_CALLBACKS_SUMMARY": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "worker epoch 0" in out.stdout
+    spans = spans_in(otel_dir)
+    assert Counter(s.name for s in spans)["epoch"] == 1
+    assert any(s.name == "on_train_epoch_end" and "<lambda>" in attr(s, sc.ATTR_CALLBACK) for s in spans)
+
+
+def spans_in(directory: Path):
+    found = []
+    for path in directory.glob("*.jsonl"):
+        for request in otlp_file.read_file(path):
+            for rs in getattr(request, "resource_spans", []):
+                for ss in rs.scope_spans:
+                    found.extend(ss.spans)
+    return found
+
+
+def attr(span, key):
+    return next((a.value.string_value for a in span.attributes if a.key == key), "")
+
+
+TRAIN_SCRIPT = """
+import sys
+from ultralytics import YOLO
+YOLO("yolo11n.yaml").train(data=sys.argv[1], epochs=1, imgsz=32, batch=4, device="cpu", workers=0,
+                           plots=False, project=sys.argv[2], name="zero-code", exist_ok=True)
+"""
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_opentelemetry_instrument_needs_no_code_change(train_args, tmp_path, disabled):
+    assert "otel" not in TRAIN_SCRIPT
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    otel_dir = tmp_path / "otel"
+    env = {**__import__("os").environ, "OTEL_CALLBACKS_DIR": str(otel_dir), "OTEL_CALLBACKS_SUMMARY": "false"}
+    if disabled:
+        env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "ultralytics"
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    out = subprocess.run(
+        [str(instrument), sys.executable, str(script), train_args["data"], str(tmp_path / "runs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = Counter(s.name for s in spans_in(otel_dir)) if otel_dir.exists() else Counter()
+    if disabled:
+        assert names == Counter()
+    else:
+        assert names["train"] == 1 and names["epoch"] == 1 and names["teardown"] >= 1
