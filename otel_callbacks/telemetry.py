@@ -22,7 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-from . import semconv
+from . import exporter_logs, semconv
 from .config import Settings
 from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
 from .phases import PhaseTracker
@@ -111,6 +111,13 @@ class Telemetry:
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
         self.errors_seen: dict[str, int] = {}
         self.phases = PhaseTracker(self)
+        # For exporters we built: their failure logs once per kind, every failure counted.
+        self.export_logs = exporter_logs.install_filter(self._count_export_error) if self.owned else None
+
+    def _count_export_error(self) -> None:
+        self.errors_seen[exporter_logs.ERROR_TYPE] = self.errors_seen.get(exporter_logs.ERROR_TYPE, 0) + 1
+        with contextlib.suppress(Exception):
+            self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: exporter_logs.ERROR_TYPE}, context=NO_CONTEXT)
 
     def _flush_on_collect(self, options: CallbackOptions) -> Iterable[Observation]:
         self.flush_metrics()
@@ -176,6 +183,7 @@ class Telemetry:
         owned, self.owned = self.owned, []
         if not owned:
             return
+        logs = self.export_logs
 
         def _shutdown() -> None:
             for provider in owned:
@@ -187,6 +195,8 @@ class Telemetry:
         worker = threading.Thread(target=_shutdown, name="otel_callbacks-shutdown", daemon=True)
         worker.start()
         worker.join(self.settings.shutdown_timeout if timeout is None else timeout)
+        if logs is not None and not worker.is_alive():
+            exporter_logs.remove_filter(logs)
         if worker.is_alive():
             logger.warning(
                 "otel_callbacks: telemetry not flushed within %.1f s "
@@ -201,8 +211,9 @@ def _version() -> str:
     return __version__
 
 
-def _exporter_class(signal: str, name: str) -> Callable[[], Any]:
-    """An exporter (or metric reader) class by its OTEL_*_EXPORTER name, from entry points."""
+def new_exporter(signal: str, name: str) -> Any:
+    """A new exporter (or metric reader) for ``signal`` by its OTEL_*_EXPORTER name, from the
+    entry points the SDK and exporter packages register; ``otlp`` follows the protocol variables."""
     if name == "otlp":
         protocol = (
             os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
@@ -223,14 +234,14 @@ def _exporter_class(signal: str, name: str) -> Callable[[], Any]:
             f"OTEL_{signal.upper()}_EXPORTER names {name!r}, which no installed package provides{hint}; "
             f"available: {', '.join(sorted(found | {'none': None})) or 'none'}"
         )
-    return found[name].load()
+    return found[name].load()()
 
 
-def _exporter_names(signal: str) -> list[str] | None:
-    """The names in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; None when unset."""
+def exporter_names(signal: str, default: str | None = None) -> list[str] | None:
+    """The names in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; ``[default]`` (or None) when unset."""
     raw = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip()
     if not raw:
-        return None
+        return None if default is None else [default]
     return [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
 
 
@@ -240,8 +251,8 @@ def _build_tracer_provider(resource: Any, file: Any) -> Any:
 
     from .otlp_file import FileSpanExporter
 
-    names = _exporter_names("traces")
-    exporters = [FileSpanExporter(file)] if names is None else [_exporter_class("traces", n)() for n in names]
+    names = exporter_names("traces")
+    exporters = [FileSpanExporter(file)] if names is None else [new_exporter("traces", n) for n in names]
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -254,12 +265,12 @@ def _build_meter_provider(resource: Any, file: Any) -> Any:
 
     from .otlp_file import FileMetricExporter
 
-    names = _exporter_names("metrics")
+    names = exporter_names("metrics")
     readers = []
     if names is None:
         readers.append(PeriodicExportingMetricReader(FileMetricExporter(file)))
     for name in names or ():
-        exporter = _exporter_class("metrics", name)()
+        exporter = new_exporter("metrics", name)
         readers.append(
             exporter if isinstance(exporter, MetricReader) else PeriodicExportingMetricReader(exporter)
         )

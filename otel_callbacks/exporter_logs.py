@@ -1,0 +1,60 @@
+"""The exporters' failure logs, one line per kind of failure, the rest counted.
+
+While a backend is down the OTLP exporters and the SDK's batch processors log every failed or
+retried export: hundreds of lines over a long training. For the providers otel_callbacks builds,
+the first record of each kind passes (with a note that the rest are counted) and every record is
+counted in ``otel_callbacks.telemetry.errors`` (``error.type`` = ``export``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+# Where the SDK and the OTLP exporters log export failures, retries and drops.
+EXPORT_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+)
+ERROR_TYPE = "export"
+
+
+class OncePerKind(logging.Filter):
+    """Lets the first WARNING+ record of each (logger, message template) through."""
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        super().__init__("otel_callbacks")
+        self._count = count
+        self._seen: set[tuple[str, object]] = set()
+        self._lock = threading.Lock()
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        self._count()
+        key = (record.name, record.msg)
+        with self._lock:
+            first = key not in self._seen
+            self._seen.add(key)
+            if not first:
+                self.suppressed += 1
+        if first:
+            record.msg = f"{record.msg} (otel_callbacks: logged once; repeats are counted in otel_callbacks.telemetry.errors)"
+        return first
+
+
+def install_filter(count: Callable[[], None]) -> OncePerKind:
+    once = OncePerKind(count)
+    for name in EXPORT_LOGGERS:
+        logging.getLogger(name).addFilter(once)
+    return once
+
+
+def remove_filter(once: OncePerKind) -> None:
+    for name in EXPORT_LOGGERS:
+        logging.getLogger(name).removeFilter(once)

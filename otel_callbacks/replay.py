@@ -1,0 +1,220 @@
+"""Replay the embedded default's OTLP-JSON-lines file into any exporter, for machines that trained
+without a network: the file's requests become the SDK's own span and metric objects again, so the
+exporter configured by ``OTEL_*`` variables (OTLP gRPC or HTTP, console, ...) sends them as is."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from . import otlp_file
+
+BATCH = 512  # spans per export call, as the SDK's batch processor sends them
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":  # not an SDK attribute type: keep it readable
+        return str({kv.key: _value(kv.value) for kv in value.kvlist_value.values})
+    return getattr(value, kind) if kind else None
+
+
+def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in pairs}
+
+
+def _scope(scope: Any, schema_url: str) -> InstrumentationScope:
+    return InstrumentationScope(
+        scope.name, scope.version or None, schema_url or None, _attributes(scope.attributes)
+    )
+
+
+def _context(trace_id: bytes, span_id: bytes, flags: int = 1, trace_state: str = "") -> SpanContext:
+    return SpanContext(
+        int.from_bytes(trace_id, "big"),
+        int.from_bytes(span_id, "big"),
+        is_remote=False,
+        trace_flags=TraceFlags(flags & 0xFF or TraceFlags.SAMPLED),
+        trace_state=TraceState.from_header([trace_state]) if trace_state else None,
+    )
+
+
+def spans(request: Any) -> Iterator[ReadableSpan]:
+    """The spans of one ``ExportTraceServiceRequest`` as the SDK's ``ReadableSpan``."""
+    for resource_spans in request.resource_spans:
+        resource = Resource(
+            _attributes(resource_spans.resource.attributes), resource_spans.schema_url or None
+        )
+        for scope_spans in resource_spans.scope_spans:
+            scope = _scope(scope_spans.scope, scope_spans.schema_url)
+            for span in scope_spans.spans:
+                code = StatusCode(span.status.code)
+                yield ReadableSpan(
+                    name=span.name,
+                    context=_context(span.trace_id, span.span_id, span.flags, span.trace_state),
+                    parent=_context(span.trace_id, span.parent_span_id) if span.parent_span_id else None,
+                    resource=resource,
+                    attributes=_attributes(span.attributes),
+                    events=[Event(e.name, _attributes(e.attributes), e.time_unix_nano) for e in span.events],
+                    links=[
+                        Link(
+                            _context(link.trace_id, link.span_id, link.flags, link.trace_state),
+                            _attributes(link.attributes),
+                        )
+                        for link in span.links
+                    ],
+                    kind=SpanKind(max(span.kind - 1, 0)),  # OTLP counts UNSPECIFIED as 0
+                    status=Status(code, span.status.message or None)
+                    if code is StatusCode.ERROR
+                    else Status(code),
+                    start_time=span.start_time_unix_nano,
+                    end_time=span.end_time_unix_nano,
+                    instrumentation_scope=scope,
+                )
+
+
+def _number_points(points: Iterable[Any]) -> list[NumberDataPoint]:
+    return [
+        NumberDataPoint(
+            _attributes(p.attributes),
+            p.start_time_unix_nano,
+            p.time_unix_nano,
+            p.as_int if p.WhichOneof("value") == "as_int" else p.as_double,
+            exemplars=[],
+        )
+        for p in points
+    ]
+
+
+def _metric(metric: Any) -> Metric | None:
+    kind = metric.WhichOneof("data")
+    if kind == "histogram":
+        points = [
+            HistogramDataPoint(
+                _attributes(p.attributes),
+                p.start_time_unix_nano,
+                p.time_unix_nano,
+                p.count,
+                p.sum,
+                list(p.bucket_counts),
+                list(p.explicit_bounds),
+                p.min,
+                p.max,
+                exemplars=[],
+            )
+            for p in metric.histogram.data_points
+        ]
+        data: Any = Histogram(points, AggregationTemporality(metric.histogram.aggregation_temporality))
+    elif kind == "sum":
+        data = Sum(
+            _number_points(metric.sum.data_points),
+            AggregationTemporality(metric.sum.aggregation_temporality),
+            metric.sum.is_monotonic,
+        )
+    elif kind == "gauge":
+        data = Gauge(_number_points(metric.gauge.data_points))
+    else:  # exponential histograms and summaries are never written by otel_callbacks
+        return None
+    return Metric(metric.name, metric.description, metric.unit, data)
+
+
+def metrics_data(request: Any) -> MetricsData:
+    """One ``ExportMetricsServiceRequest`` as the SDK's ``MetricsData``."""
+    return MetricsData(
+        [
+            ResourceMetrics(
+                Resource(_attributes(rm.resource.attributes), rm.schema_url or None),
+                [
+                    ScopeMetrics(
+                        _scope(sm.scope, sm.schema_url),
+                        [m for m in map(_metric, sm.metrics) if m is not None],
+                        sm.schema_url,
+                    )
+                    for sm in rm.scope_metrics
+                ],
+                rm.schema_url,
+            )
+            for rm in request.resource_metrics
+        ]
+    )
+
+
+@dataclass
+class Sent:
+    spans: int = 0
+    metric_points: int = 0
+    failed_exports: int = 0
+
+
+def send(paths: Iterable[str | os.PathLike[str]]) -> Sent:
+    """Export every span and metric in the files with the exporters ``OTEL_*`` variables name.
+
+    Unset ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` mean ``otlp`` here: a replay is for a
+    backend, not for another file.
+    """
+    from opentelemetry.sdk.metrics.export import MetricExportResult, MetricReader
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from .telemetry import exporter_names, new_exporter
+
+    span_exporters = [new_exporter("traces", n) for n in exporter_names("traces", default="otlp")]
+    metric_exporters = [new_exporter("metrics", n) for n in exporter_names("metrics", default="otlp")]
+    metric_exporters = [
+        e for e in metric_exporters if not isinstance(e, MetricReader)
+    ]  # pull readers can't replay
+    sent = Sent()
+    pending: list[ReadableSpan] = []
+
+    def flush_spans() -> None:
+        for exporter in span_exporters:
+            if exporter.export(pending) is not SpanExportResult.SUCCESS:
+                sent.failed_exports += 1
+        sent.spans += len(pending)
+        pending.clear()
+
+    try:
+        for path in paths:
+            for request in otlp_file.read_file(path):
+                if hasattr(request, "resource_spans"):
+                    pending.extend(spans(request))
+                    if len(pending) >= BATCH:
+                        flush_spans()
+                    continue
+                data = metrics_data(request)
+                for exporter in metric_exporters:
+                    if exporter.export(data) is not MetricExportResult.SUCCESS:
+                        sent.failed_exports += 1
+                sent.metric_points += sum(
+                    len(m.data.data_points)
+                    for rm in data.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                )
+        if pending:
+            flush_spans()
+    finally:
+        for exporter in (*span_exporters, *metric_exporters):
+            exporter.shutdown()
+    return sent
