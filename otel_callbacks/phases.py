@@ -75,6 +75,7 @@ class Run:
         self.failures: list[str] = []
         self.span_overhead_ns = 0
         self.span_calls = 0
+        self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
         self.members: list[weakref.ref[EngineState]] = []  # validators that joined this run
 
     def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
@@ -102,7 +103,15 @@ class Run:
         self.buffers.clear()
         calls = sum(stats.calls for stats in self.callbacks.values())
         overhead = self.span_overhead_ns + max(0, calls - self.span_calls) * fast_call_ns
-        return Report(self.mode, end - self.start, self.callbacks, self.phases, overhead, self.failures)
+        return Report(
+            self.mode,
+            end - self.start,
+            self.callbacks,
+            self.phases,
+            overhead,
+            self.worst_overhead_ns,
+            self.failures,
+        )
 
 
 class _FailedSink:

@@ -61,6 +61,7 @@ class Report:
     callbacks: dict[tuple[str, str], CallbackStats]
     phases: dict[str, list[int]]  # phase -> [count, total ns]
     overhead_ns: float
+    worst_overhead_ns: int = 0
     failures: list[str] = field(default_factory=list)
 
     def rows(self) -> list[tuple[str, str, CallbackStats]]:
@@ -89,7 +90,8 @@ class Report:
                 lines.append(f"  {phase:<16} {count:>7} x  {total / 1e9:>9.3f} s  {100 * total / run:>5.1f}%")
         lines.append(
             f"instrumentation overhead: {self.overhead_ns / 1e6:.3f} ms "
-            f"({100 * self.overhead_ns / run:.3f}% of the run)"
+            f"({100 * self.overhead_ns / run:.3f}% of the run), "
+            f"worst single call {self.worst_overhead_ns / 1e3:.1f} us"
         )
         lines.extend(f"not closed normally: {failure}" for failure in self.failures)
         return "\n".join(lines)

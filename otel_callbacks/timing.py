@@ -212,7 +212,10 @@ class InstrumentedCallback:
                 if span is not None:
                     span.end(end_time=wall(end))
                 run.span_calls += 1
-                run.span_overhead_ns += end - entered - elapsed
+                overhead = end - entered - elapsed
+                run.span_overhead_ns += overhead
+                if overhead > run.worst_overhead_ns:
+                    run.worst_overhead_ns = overhead
                 if state.closer is self:
                     binding.phases.closed_firing(state)
             except Exception as exc:
@@ -232,7 +235,10 @@ class InstrumentedCallback:
             )
             self._observe(binding, state, elapsed, error, span)
             span.end(end_time=wall(end))
-            state.run.span_overhead_ns += _perf_ns() - end
+            overhead = _perf_ns() - end
+            state.run.span_overhead_ns += overhead
+            if overhead > state.run.worst_overhead_ns:
+                state.run.worst_overhead_ns = overhead
         except Exception as exc:
             binding.telemetry.report_error(exc)
 

@@ -1,0 +1,120 @@
+"""Real backends for end-to-end tests: started on 127.0.0.1 and free ports, stopped by the test.
+
+A backend that is not installed skips its tests, unless ``OTEL_CALLBACKS_REQUIRE_BACKENDS=1``
+(CI sets it after installing them all), where it fails them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(executable: str, hint: str) -> str:
+    path = shutil.which(executable)
+    if path is None:
+        message = f"{executable} is not installed ({hint})"
+        if os.environ.get("OTEL_CALLBACKS_REQUIRE_BACKENDS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+        return json.loads(response.read())
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - not ready yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A server process whose output goes to ``log``; terminated (then killed) on exit."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, targets: list[str], rule_files: list[str] = ()) -> Iterator[str]:
+    """A real Prometheus scraping ``targets`` every second; yields its base URL."""
+    binary = require("prometheus", "apt-get install -y --no-install-recommends prometheus")
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        json.dumps(  # YAML is a superset of JSON
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": list(rule_files),
+                "scrape_configs": [{"job_name": "otel-callbacks", "static_configs": [{"targets": targets}]}],
+            }
+        )
+    )
+    url = f"http://127.0.0.1:{port}"
+    args = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+    ]
+    with process(args, tmp / "prometheus.log") as proc:
+        wait_until(
+            lambda: proc.poll() is None and urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200,
+            60,
+            "Prometheus to be ready",
+        )
+        yield url
+
+
+def promql(url: str, query: str) -> list[dict]:
+    from urllib.parse import quote
+
+    answer = get_json(f"{url}/api/v1/query?query={quote(query)}")
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]

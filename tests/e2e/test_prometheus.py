@@ -1,0 +1,87 @@
+"""Metrics through opentelemetry-exporter-prometheus, scraped by a real Prometheus."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.e2e.backends import free_port, prometheus, promql, stop, wait_until
+
+TRAIN_AND_WAIT = """
+import sys, time
+import otel_callbacks
+otel_callbacks.install()
+from ultralytics import YOLO
+
+def slow_logger(trainer):
+    time.sleep(0.3)
+
+model = YOLO("yolo11n.yaml")
+model.add_callback("on_fit_epoch_end", slow_logger)
+model.train(data=sys.argv[1], epochs=2, imgsz=32, batch=4, device="cpu", workers=0, plots=False,
+            project=sys.argv[2], name="prom", exist_ok=True)
+print("TRAINED", flush=True)
+sys.stdin.read()  # keep the /metrics endpoint up until the test is done scraping
+"""
+
+
+def test_prometheus_scrapes_the_callback_histograms_with_the_contract_labels(data, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        "OTEL_SERVICE_NAME": "yolo-prom-test",
+        "OTEL_CALLBACKS_SLOW_THRESHOLD": "0.2",
+        "OTEL_CALLBACKS_SUMMARY": "false",
+    }
+    with prometheus(tmp_path, [f"127.0.0.1:{port}"]) as url:
+        trainer = subprocess.Popen(
+            [sys.executable, "-c", TRAIN_AND_WAIT, str(data), str(tmp_path / "runs")],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_until(lambda: "TRAINED" in trainer.stdout.readline(), 240, "the training to finish", 0)
+            count = 'ultralytics_callback_duration_seconds_count{ultralytics_event="on_fit_epoch_end"}'
+            # two epochs and the final evaluation: three calls, once a scrape after the training saw them
+            series = wait_until(
+                lambda: [
+                    s
+                    for s in promql(url, count)
+                    if float(s["value"][1]) == 3 and s["metric"]["code_function_name"].endswith("slow_logger")
+                ],
+                30,
+                "the scraped histogram",
+            )
+            (slow,) = series
+            labels = slow["metric"]
+            assert labels["ultralytics_integration"] == "user" and labels["ultralytics_mode"] == "train"
+            assert labels["job"] == "otel-callbacks"
+            buckets = promql(
+                url, 'ultralytics_callback_duration_seconds_bucket{code_function_name=~".*slow_logger"}'
+            )
+            bounds = {b["metric"]["le"]: float(b["value"][1]) for b in buckets}
+            assert bounds["0.25"] == 0 and bounds["0.5"] == 3 and bounds["+Inf"] == 3
+            assert "ultralytics_batch_index" not in labels, "no batch index on metrics"
+            batch = promql(
+                url,
+                'sum(ultralytics_callback_duration_seconds_count{ultralytics_event="on_train_batch_end"})',
+            )
+            assert float(batch[0]["value"][1]) > 0
+            slow_total = promql(url, 'ultralytics_callback_slow_total{code_function_name=~".*slow_logger"}')
+            assert float(slow_total[0]["value"][1]) == 3
+            phases = {
+                s["metric"]["ultralytics_phase"]
+                for s in promql(url, "ultralytics_phase_duration_seconds_count")
+            }
+            assert {"epoch", "batch", "dataloader", "val", "final_eval", "setup", "train"} <= phases
+        finally:  # a stopped target goes stale at once in Prometheus: query before this
+            trainer.stdin.close()
+            stop(trainer)
