@@ -21,6 +21,7 @@ EXPORT_LOGGERS = (
     "opentelemetry.sdk.metrics._internal.export",
 )
 ERROR_TYPE = "export"
+_ONCE = "otel_callbacks: logged once; repeats are counted in otel_callbacks.telemetry.errors"
 
 
 class OncePerKind(logging.Filter):
@@ -44,7 +45,7 @@ class OncePerKind(logging.Filter):
             if not first:
                 self.suppressed += 1
         if first:
-            record.msg = f"{record.msg} (otel_callbacks: logged once; repeats are counted in otel_callbacks.telemetry.errors)"
+            record.msg = f"{record.msg} ({_ONCE})"
         return first
 
 

@@ -21,7 +21,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
 
-    def Export(self, request, context):  # noqa: N802 - gRPC's name, for both services
+    def Export(self, request, context):
         with self.changed:
             if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
                 self.traces.append(request)

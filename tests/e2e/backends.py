@@ -38,7 +38,7 @@ def require(executable: str, hint: str) -> str:
 
 
 def get_json(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -50,7 +50,7 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.25):
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - not ready yet
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
