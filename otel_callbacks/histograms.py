@@ -31,7 +31,7 @@ BUFFER_LIMIT = 65_536
 
 _Key = frozenset  # frozenset(attributes.items())
 # Measurements carry no span context: exemplar sampling would draw from the global ``random``
-# module, which Ultralytics seeds for reproducible training (see telemetry.PrivateRandomIdGenerator).
+# module, which Ultralytics seeds for reproducible training (see randomness.py).
 NO_CONTEXT = Context()
 
 # SDK histogram aggregations created through our view, by instrument and attribute set.

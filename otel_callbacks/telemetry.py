@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import logging
 import os
-import random
 import threading
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -20,9 +19,9 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from . import exporter_logs, semconv
+from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .config import Settings
 from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
 from .phases import PhaseTracker
@@ -33,29 +32,6 @@ active: Telemetry | None = None
 """The configured telemetry; ``None`` until :func:`configure` runs (lazily, on the first callback)."""
 
 _lock = threading.RLock()
-
-
-class PrivateRandomIdGenerator(RandomIdGenerator):
-    """Span and trace ids from a private generator.
-
-    The SDK's default draws them from the global ``random`` module, which Ultralytics seeds for
-    reproducible augmentation: a span would shift that sequence and change the training.
-    """
-
-    def __init__(self) -> None:
-        self._random = random.Random()  # seeded from os.urandom
-
-    def generate_span_id(self) -> int:
-        span_id = self._random.getrandbits(64)
-        while span_id == trace.INVALID_SPAN_ID:
-            span_id = self._random.getrandbits(64)
-        return span_id
-
-    def generate_trace_id(self) -> int:
-        trace_id = self._random.getrandbits(128)
-        while trace_id == trace.INVALID_TRACE_ID:
-            trace_id = self._random.getrandbits(128)
-        return trace_id
 
 
 class Telemetry:
@@ -320,6 +296,7 @@ def configure(
             if meter_provider is None:
                 meter_provider = _build_meter_provider(resource, output)
                 owned.append(meter_provider)
+        isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
         active = Telemetry(settings, tracer_provider, meter_provider, owned, output)
         return active
 
