@@ -21,10 +21,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import exporter_logs, semconv
-from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .config import Settings
 from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
 from .phases import PhaseTracker
+from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
