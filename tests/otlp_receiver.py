@@ -14,6 +14,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_
     def __init__(self, port: int = 0) -> None:
         self.traces: list = []
         self.metrics: list = []
+        self.headers: list[dict[str, str]] = []
         self.changed = threading.Condition()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
@@ -23,6 +24,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_
 
     def Export(self, request, context):
         with self.changed:
+            self.headers.append(dict(context.invocation_metadata()))
             if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
                 self.traces.append(request)
                 response = trace_service_pb2.ExportTraceServiceResponse()

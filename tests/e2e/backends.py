@@ -118,3 +118,85 @@ def promql(url: str, query: str) -> list[dict]:
     answer = get_json(f"{url}/api/v1/query?query={quote(query)}")
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def rotel_binary() -> str:
+    """The collector binary shipped inside the ``rotel`` wheel."""
+    try:
+        import rotel
+    except ImportError:
+        require("rotel-agent", "pip install rotel")
+    binary = Path(rotel.__file__).parent / "rotel-agent"
+    if not binary.exists():
+        pytest.fail(f"the rotel wheel has no {binary}")
+    return str(binary)
+
+
+@contextlib.contextmanager
+def rotel(tmp: Path, downstream: str, protocol: str = "grpc") -> Iterator[tuple[int, int]]:
+    """A real OTLP collector relaying to ``downstream``; yields its (gRPC, HTTP) receiver ports."""
+    grpc_port, http_port = free_port(), free_port()
+    args = [
+        rotel_binary(),
+        "start",
+        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+        "--exporter", "otlp",
+        "--otlp-exporter-endpoint", downstream,
+        "--otlp-exporter-protocol", protocol,
+        "--otlp-exporter-retry-initial-backoff", "200ms",
+        "--otlp-exporter-retry-max-backoff", "1s",
+        "--otlp-exporter-retry-max-elapsed-time", "5s",
+    ]  # fmt: skip
+    with process(args, tmp / f"rotel-{grpc_port}.log") as proc:
+        wait_until(lambda: proc.poll() is None and port_open(grpc_port) and port_open(http_port), 30, "rotel")
+        yield grpc_port, http_port
+
+
+@contextlib.contextmanager
+def phoenix(tmp: Path) -> Iterator[str]:
+    """A real Arize Phoenix trace store, offline; yields its base URL (OTLP/HTTP at /v1/traces)."""
+    try:
+        import phoenix as _  # noqa: F401
+    except ImportError:
+        require("phoenix", "pip install arize-phoenix")
+    port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PHOENIX_HOST": "127.0.0.1",
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(grpc_port),
+        "PHOENIX_WORKING_DIR": str(tmp / "phoenix"),
+        "PHOENIX_TELEMETRY_ENABLED": "false",
+        "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
+        "PHOENIX_LOG_MIGRATIONS": "false",
+    }
+    url = f"http://127.0.0.1:{port}"
+    launcher = Path(__file__).with_name("phoenix_loopback.py")
+    import sys
+
+    with process([sys.executable, str(launcher)], tmp / "phoenix.log", env) as proc:
+        wait_until(
+            lambda: proc.poll() is None and urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200,
+            120,
+            "Phoenix to be ready",
+        )
+        yield url
+
+
+def phoenix_spans(url: str, project: str) -> list[dict]:
+    """Every span of a Phoenix project, through its REST API (paged)."""
+    spans, cursor = [], None
+    while True:
+        query = f"{url}/v1/projects/{project}/spans?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        page = get_json(query)
+        spans += page["data"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return spans
