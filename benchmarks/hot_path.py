@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import time
@@ -104,10 +105,28 @@ def main() -> None:
 
     provider, _ = configure(Settings(summary=False))
     tracer = provider.get_tracer("reference")
-    reference = per_call_ns(lambda: tracer.start_span("on_train_batch_end").end(), 1, steps, repeats)
+    attributes = {  # what a callback span carries (the telemetry contract)
+        "ultralytics.event": "on_train_epoch_end",
+        "code.function.name": "__main__.user_callback",
+        "ultralytics.integration": "user",
+        "ultralytics.mode": "train",
+        "ultralytics.epoch": 0,
+    }
+    reference = per_call_ns(lambda: tracer.start_span("on_train_epoch_end").end(), 1, steps, repeats)
     rows.append(("reference: SDK start_span + end", reference))
+    with_attributes = per_call_ns(
+        lambda: tracer.start_span("on_train_epoch_end", attributes=attributes).end(), 1, steps, repeats
+    )
+    rows.append(("reference: same, with the 5 attributes", with_attributes))
     telemetry.shutdown()
     provider.shutdown()
+
+    os.environ["OTEL_CALLBACKS_ENABLED"] = "false"  # read when callbacks are registered
+    disabled = Trainer(otel_callbacks.CallbackDict({event: [user_callback] for event in BATCH}))
+    del os.environ["OTEL_CALLBACKS_ENABLED"]
+    rows.append(
+        ("disabled (OTEL_CALLBACKS_ENABLED=false)", per_call_ns(batch_step(disabled), 2, steps, repeats))
+    )
 
     modes = [
         (
@@ -122,8 +141,19 @@ def main() -> None:
             8,
             Settings(batch_spans_first=0, batch_spans_every=0),
         ),
-        ("instrumented per-batch, sampled (spans)", BATCH, 1, Settings(batch_spans_first=1 << 62)),
-        ("instrumented non-batch event (span)", ("on_train_epoch_end",), 1, Settings()),
+        (
+            "instrumented per-batch, sampled (spans)",
+            BATCH,
+            1,
+            Settings(batch_spans_first=1 << 62, max_spans=1 << 62),
+        ),
+        ("instrumented non-batch event (span)", ("on_train_epoch_end",), 1, Settings(max_spans=1 << 62)),
+        (
+            "instrumented per-batch, every call slow",
+            BATCH,
+            1,
+            Settings(batch_spans_first=0, batch_spans_every=0, slow_threshold=1e-9),
+        ),
     ]
     for label, events, per_event, settings in modes:
         provider, reader = configure(Settings(**{**settings.__dict__, "summary": False}))
@@ -144,12 +174,24 @@ def main() -> None:
     print(f"{'mode':42} {'ns/call':>9} {'x bare':>8} {'over plain loop ns':>19}")
     for label, ns in rows:
         print(f"{label:42} {ns:9.0f} {ns / bare:8.1f} {ns - plain:19.0f}")
-    one, eight = rows[3][1] - plain, rows[4][1] - plain
+    by_label = dict(rows)
+    one = by_label["instrumented per-batch, unsampled, 1 cb/event"] - plain
+    eight = by_label["instrumented per-batch, unsampled, 8 cb/event"] - plain
     marginal = (eight * 16 - one * 2) / 14
     per_batch = (one - marginal) * 2
-    print(f"unsampled: {marginal:.0f} ns per callback call + {per_batch:.0f} ns per batch (phase tracking)")
-    print(f"a callback call with its span / SDK start_span+end: {rows[6][1] / reference:.2f}x")
-    print("(sampled per-batch steps also carry their batch and dataloader phase spans)")
+    span_call = by_label["instrumented non-batch event (span)"]
+    disabled = by_label["disabled (OTEL_CALLBACKS_ENABLED=false)"]
+    goals = [
+        ("unsampled per-batch call, over the plain loop", f"{marginal:.0f} ns", "<= 1000 ns"),
+        ("  + phase tracking, per batch (its 2 firings)", f"{per_batch:.0f} ns", ""),
+        ("call with its span / SDK start_span+end", f"{span_call / reference:.2f}x", "<= 1.5x"),
+        ("call with its span / SDK span with the same attributes", f"{span_call / with_attributes:.2f}x", ""),
+        ("disabled / plain loop (disabled = the bare function)", f"{disabled / plain:.2f}x", "<= 2x"),
+    ]
+    print()
+    print(f"{'goal':56} {'measured':>12} {'target':>11}")
+    for label, measured, target in goals:
+        print(f"{label:56} {measured:>12} {target:>11}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ class Settings:
     """``OTEL_CALLBACKS_BATCH_SPANS_FIRST``: per-batch spans kept for the first N batches of each loop."""
     batch_spans_every: int = 100
     """``OTEL_CALLBACKS_BATCH_SPANS_EVERY``: and for every Nth batch after them (0: none)."""
+    max_spans: int = 7000
+    """``OTEL_CALLBACKS_MAX_SPANS``: spans per run (trace) beyond which only the phases of epochs,
+    validations and runs, and slow or failed invocations, still get spans (metrics count everything)."""
     slow_threshold: float = 1.0
     """``OTEL_CALLBACKS_SLOW_THRESHOLD``: seconds above which a callback invocation is slow."""
     slow_batch_fraction: float = 0.5
@@ -98,6 +101,7 @@ class Settings:
             output_dir=Path(env.get("OTEL_CALLBACKS_DIR", "").strip() or cls.output_dir),
             batch_spans_first=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_FIRST", cls.batch_spans_first),
             batch_spans_every=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_EVERY", cls.batch_spans_every),
+            max_spans=_int(env, "OTEL_CALLBACKS_MAX_SPANS", cls.max_spans),
             slow_threshold=_seconds(env, "OTEL_CALLBACKS_SLOW_THRESHOLD", cls.slow_threshold),
             slow_batch_fraction=_fraction(env, "OTEL_CALLBACKS_SLOW_BATCH_FRACTION", cls.slow_batch_fraction),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),

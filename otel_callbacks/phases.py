@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv as sc
-from .hooks import BATCH_START_EVENTS, MODE_OF_EVENT
+from .hooks import BATCH_EVENTS, BATCH_START_EVENTS, MODE_OF_EVENT
 from .summary import CallbackStats, Report
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Run:
         self.phases: dict[str, list[int]] = {}
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
+        self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
         self.span_overhead_ns = 0
         self.span_calls = 0
         self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
@@ -145,6 +146,7 @@ class EngineState:
         "sampled",
         "slow_ns",
         "stack",
+        "threshold_ns",
     )
 
     def __init__(self, ref: Callable[[], Any], slow_ns: int) -> None:
@@ -158,6 +160,7 @@ class EngineState:
         self.sampled = True
         self.slow_ns = slow_ns
         self.batch_slow_ns = slow_ns
+        self.threshold_ns = slow_ns  # the slow threshold of the current firing's event
         self.batch_times: deque[int] = deque(maxlen=_BATCH_WINDOW)
         self.stack: list[Phase] = []
         self.context: Context | None = None  # the parent of callback spans; None: the caller's
@@ -188,7 +191,7 @@ class PhaseTracker:
         self._settings = settings or telemetry.settings
         self._tracer = telemetry.tracer
         self._durations = durations or telemetry.callback_duration
-        self._states: dict[int, EngineState] = {}
+        self.states: dict[int, EngineState] = {}  # read by the hot path
         self._phase_buffers: dict[tuple[str, str], list[int]] = {}
         self._trainers: dict[int, weakref.ref[EngineState]] = {}  # id(callbacks dict) -> state
         self._lock = threading.Lock()
@@ -217,7 +220,7 @@ class PhaseTracker:
 
     def enter(self, engine: Any, callback: InstrumentedCallback) -> EngineState:
         """Before a callback runs: its engine's state, moved on if a new firing starts."""
-        state = self._states.get(id(engine))
+        state = self.states.get(id(engine))
         if state is None:  # a dead engine's id may be reused: its weakref callback removed it
             state = self._track(engine)
         if callback.event != state.event or callback is state.first:
@@ -240,19 +243,19 @@ class PhaseTracker:
             return self._anonymous
         state = EngineState(ref, self._telemetry.slow_ns)
         with self._lock:
-            self._states[key] = state
+            self.states[key] = state
         return state
 
     def _forget(self, key: int) -> None:
         with self._lock:
-            state = self._states.pop(key, None)
+            state = self.states.pop(key, None)
         if state is not None:
             self._abort(state, "the engine was garbage collected before its end event")
 
     def close_all(self, reason: str) -> None:
         """End every open phase of every engine with status ERROR (process exit)."""
         with self._lock:
-            states = [*self._states.values(), self._anonymous]
+            states = [*self.states.values(), self._anonymous]
         for state in states:
             self._abort(state, reason)
 
@@ -268,15 +271,16 @@ class PhaseTracker:
         state.closer = None
         if event in _LOOP_START_EVENTS:
             state.batch_index = -1
-        elif event in BATCH_START_EVENTS:
-            state.batch_index += 1
-            state.sampled = self._settings.samples_batch(state.batch_index)
         try:
+            if event in BATCH_START_EVENTS:  # before the batch's phase span, which depends on it
+                self._sample(state, event)
             handler = self._opening.get(event)
             if handler is not None:
                 handler(state, now)
             if state.run is None:
                 state.run = Run(MODE_OF_EVENT.get(event, sc.MODE_TRAIN), self._durations, implicit=True)
+            if event not in BATCH_START_EVENTS:  # after the handler: a new run has a new budget
+                self._sample(state, event)
             if state.pending is not None:
                 callbacks = getattr(engine, "callbacks", None)
                 listed = callbacks.get(event) if isinstance(callbacks, dict) else None
@@ -284,6 +288,17 @@ class PhaseTracker:
         except Exception as exc:
             self._telemetry.report_error(exc)
         state.context = state.stack[-1].context if state.stack else None
+
+    def _sample(self, state: EngineState, event: str) -> None:
+        """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
+        run = state.run
+        within_budget = run is None or run.spans < self._settings.max_spans
+        if event in BATCH_START_EVENTS:
+            state.batch_index += 1
+            state.sampled = within_budget and self._settings.samples_batch(state.batch_index)
+        elif event not in BATCH_EVENTS:  # the other batch events follow their batch's start
+            state.sampled = within_budget
+        state.threshold_ns = state.batch_slow_ns if event in BATCH_EVENTS else state.slow_ns
 
     # Phases -----------------------------------------------------------------------------
 
@@ -294,6 +309,8 @@ class PhaseTracker:
         if name not in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH) or state.sampled:
             attributes[sc.ATTR_PHASE] = name
             span = self._tracer.start_span(name, context=parent, attributes=attributes, start_time=wall(now))
+            if state.run is not None:
+                state.run.spans += 1
         state.stack.append(Phase(name, span, parent, now))
 
     def _end(self, state: EngineState, name: str) -> None:

@@ -76,12 +76,13 @@ class _Binding:
     """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`,
     and the duration list of the run it last ran in (one identity check on the hot path)."""
 
-    __slots__ = ("attributes", "durations", "phases", "run", "telemetry", "tracer")
+    __slots__ = ("attributes", "durations", "phases", "run", "states", "telemetry", "tracer")
 
     def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None) -> None:
         self.telemetry = tel
         self.tracer = tel.tracer
         self.phases = phases or tel.phases
+        self.states = self.phases.states
         self.attributes = {
             semconv.ATTR_EVENT: owner.event,
             semconv.ATTR_CALLBACK: owner.callback_name,
@@ -160,8 +161,11 @@ class InstrumentedCallback:
             binding = self._bind()
             if binding is None:
                 return self.__wrapped__(*args, **kwargs)
-        state = binding.phases.enter(args[0] if args else None, self)
-        if self.is_batch and not state.sampled:
+        engine = args[0] if args else None
+        state = binding.states.get(id(engine))
+        if state is None or self.event != state.event or self is state.first:
+            state = binding.phases.enter(engine, self)  # a new firing: move the phases on
+        if not state.sampled:
             start = _perf_ns()
             try:
                 result = self.__wrapped__(*args, **kwargs)
@@ -170,7 +174,7 @@ class InstrumentedCallback:
                 raise
             end = state.last_end = _perf_ns()
             elapsed = end - start
-            if elapsed > state.batch_slow_ns:
+            if elapsed > state.threshold_ns:
                 self._after_the_fact(binding, state, elapsed, None)
             else:
                 run = state.run
@@ -178,6 +182,8 @@ class InstrumentedCallback:
                 durations.append(elapsed)
                 if len(durations) >= BUFFER_LIMIT:  # no reader collected for long: bound memory
                     binding.telemetry.callback_duration.fold(durations)
+            if state.closer is self:  # the last callback of an end event (past the span budget)
+                binding.phases.closed_firing(state)
             return result
         return self._call_with_span(binding, state, args, kwargs)
 
@@ -212,6 +218,7 @@ class InstrumentedCallback:
                 if span is not None:
                     span.end(end_time=wall(end))
                 run.span_calls += 1
+                run.spans += span is not None
                 overhead = end - entered - elapsed
                 run.span_overhead_ns += overhead
                 if overhead > run.worst_overhead_ns:
@@ -235,6 +242,7 @@ class InstrumentedCallback:
             )
             self._observe(binding, state, elapsed, error, span)
             span.end(end_time=wall(end))
+            state.run.spans += 1
             overhead = _perf_ns() - end
             state.run.span_overhead_ns += overhead
             if overhead > state.run.worst_overhead_ns:
@@ -270,9 +278,8 @@ class InstrumentedCallback:
                 span.record_exception(error, escaped=True)
                 span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
-        threshold = state.batch_slow_ns if self.is_batch else state.slow_ns
-        if elapsed > threshold:
-            binding.telemetry.on_slow(self, binding, state, elapsed, threshold, span)
+        if elapsed > state.threshold_ns:
+            binding.telemetry.on_slow(self, binding, state, elapsed, state.threshold_ns, span)
 
 
 def _probe(engine: Any) -> None:
