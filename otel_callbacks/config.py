@@ -8,7 +8,7 @@ turns the whole layer into plain pass-through calls.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, valid: Callable[[float], bool], expected: str
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -48,22 +50,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} is not accepted; expected a finite number of seconds > 0")
+    if not valid(value):  # NaN fails every comparison
+        raise ValueError(f"{name}={raw!r} is not accepted; expected {expected}")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 0 < v < float("inf"), "a finite number of seconds > 0")
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 1000:
-        raise ValueError(f"{name}={raw!r} is not accepted; expected a number from 0 (off) to 1000")
-    return value
+    return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
 
 
 @dataclass(frozen=True)

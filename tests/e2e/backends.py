@@ -112,6 +112,19 @@ def prometheus(tmp: Path, targets: list[str], rule_files: list[str] = ()) -> Ite
         yield url
 
 
+def prometheus_exporter_env(port: int, service: str) -> dict[str, str]:
+    """The environment of a training whose metrics Prometheus scrapes on 127.0.0.1:``port``."""
+    return {
+        **os.environ,
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_CALLBACKS_SUMMARY": "false",
+    }
+
+
 def promql(url: str, query: str) -> list[dict]:
     from urllib.parse import quote
 

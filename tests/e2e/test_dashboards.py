@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.e2e.backends import free_port, get_json, prometheus, stop, wait_until
+from tests.e2e.backends import free_port, get_json, prometheus, prometheus_exporter_env, stop, wait_until
+from tests.test_dashboards import substitute
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 
@@ -40,21 +40,6 @@ print("TRAINED", flush=True)
 sys.stdin.read()
 """
 
-SUBSTITUTIONS = {
-    "$service": ".*",
-    "$run": ".*",
-    "$event": ".*",
-    "$integration": ".*",
-    "$__rate_interval": "1m",
-    "$__range": "1h",
-}
-
-
-def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
-        expr = expr.replace(variable, value)
-    return expr
-
 
 def firing(url: str) -> dict[str, list[dict]]:
     alerts = get_json(f"{url}/api/v1/alerts")["data"]["alerts"]
@@ -66,15 +51,7 @@ def firing(url: str) -> dict[str, list[dict]]:
 
 def test_slow_callback_alert_fires_and_every_panel_has_data(data, tmp_path):
     port = free_port()
-    env = {
-        **os.environ,
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
-        "OTEL_SERVICE_NAME": "yolo-alerts",
-        "OTEL_CALLBACKS_SUMMARY": "false",
-    }
+    env = prometheus_exporter_env(port, "yolo-alerts")
     images = data.parent / "images" / "val"
     rules = str(DASHBOARDS / "prometheus" / "alerts.yml")
     with prometheus(tmp_path, [f"127.0.0.1:{port}"], rule_files=[rules]) as url:

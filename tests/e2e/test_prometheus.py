@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-from tests.e2e.backends import free_port, prometheus, promql, stop, wait_until
+from tests.e2e.backends import free_port, prometheus, prometheus_exporter_env, promql, stop, wait_until
 
 TRAIN_AND_WAIT = """
 import sys, time
@@ -28,16 +27,8 @@ sys.stdin.read()  # keep the /metrics endpoint up until the test is done scrapin
 
 def test_prometheus_scrapes_the_callback_histograms_with_the_contract_labels(data, tmp_path):
     port = free_port()
-    env = {
-        **os.environ,
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
-        "OTEL_SERVICE_NAME": "yolo-prom-test",
-        "OTEL_CALLBACKS_SLOW_THRESHOLD": "0.2",
-        "OTEL_CALLBACKS_SUMMARY": "false",
-    }
+    env = prometheus_exporter_env(port, "yolo-prom-test")
+    env["OTEL_CALLBACKS_SLOW_THRESHOLD"] = "0.2"
     with prometheus(tmp_path, [f"127.0.0.1:{port}"]) as url:
         trainer = subprocess.Popen(
             [sys.executable, "-c", TRAIN_AND_WAIT, str(data), str(tmp_path / "runs")],
