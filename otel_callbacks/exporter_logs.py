@@ -32,7 +32,6 @@ class OncePerKind(logging.Filter):
         self._count = count
         self._seen: set[tuple[str, object]] = set()
         self._lock = threading.Lock()
-        self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -42,8 +41,6 @@ class OncePerKind(logging.Filter):
         with self._lock:
             first = key not in self._seen
             self._seen.add(key)
-            if not first:
-                self.suppressed += 1
         if first:
             record.msg = f"{record.msg} ({_ONCE})"
         return first

@@ -50,10 +50,6 @@ def uninstall() -> None:
         _originals.clear()
 
 
-def installed() -> bool:
-    return bool(_originals)
-
-
 def original(name: str) -> Callable[..., Any] | None:
     """Ultralytics' own function ``name`` (from ``base``), whether or not we are installed."""
     try:
