@@ -63,6 +63,18 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
 
 
+def instrumentation_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Whether callbacks should be wrapped at all; read when each callback is registered.
+
+    An invalid value here counts as enabled: :func:`Settings.from_env` reports it, with the rest.
+    """
+    env = os.environ if env is None else env
+    try:
+        return _bool(env, "OTEL_CALLBACKS_ENABLED", True) and not _bool(env, "OTEL_SDK_DISABLED", False)
+    except ValueError:
+        return True
+
+
 @dataclass(frozen=True)
 class Settings:
     """The project's own knobs. ``Settings.from_env()`` is the only reader of the environment."""

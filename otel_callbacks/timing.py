@@ -8,7 +8,6 @@ invocation slower than the threshold, with its measured start and end.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv, telemetry
+from .config import instrumentation_enabled
 from .histograms import BUFFER_LIMIT
 from .hooks import BATCH_EVENTS, MODE_OF_EVENT
 from .phases import wall
@@ -43,13 +43,6 @@ def integration_of(func: Callable[..., Any]) -> str:
     return integration_from_module(getattr(func, "__module__", None) or "")
 
 
-def _disabled_by_env() -> bool:
-    value = os.environ.get("OTEL_CALLBACKS_ENABLED", "").strip().lower()
-    return value in ("false", "0", "no", "off") or os.environ.get(
-        "OTEL_SDK_DISABLED", ""
-    ).strip().lower() in ("true", "1", "yes", "on")
-
-
 def instrument(
     callback: Callable[..., Any], event: str, integration: str | None = None
 ) -> Callable[..., Any]:
@@ -67,7 +60,7 @@ def instrument(
             f"Callback for event {event!r} must be callable (a function taking the engine), "
             f"got {callback!r} of type {type(callback).__name__}"
         )
-    if _disabled_by_env():
+    if not instrumentation_enabled():
         return callback
     return InstrumentedCallback(callback, event, integration)
 
