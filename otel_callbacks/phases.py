@@ -177,6 +177,10 @@ class EngineState:
     def top(self, name: str) -> bool:
         return bool(self.stack) and self.stack[-1].name == name
 
+    def innermost(self) -> Context | None:
+        """The context of the innermost open phase: the parent of what starts now."""
+        return self.stack[-1].context if self.stack else None
+
 
 class PhaseTracker:
     """Maps engines to their :class:`EngineState` and moves their phases on each new firing."""
@@ -287,7 +291,7 @@ class PhaseTracker:
                 state.closer = listed[-1] if listed else None
         except Exception as exc:
             self._telemetry.report_error(exc)
-        state.context = state.stack[-1].context if state.stack else None
+        state.context = state.innermost()
 
     def _sample(self, state: EngineState, event: str) -> None:
         """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
@@ -375,7 +379,7 @@ class PhaseTracker:
             state.pending = None
             end = state.last_end or _perf_ns()
             while state.stack:
-                self._finish(state, state.stack.pop(), end, f"{reason}")
+                self._finish(state, state.stack.pop(), end, reason)
             if state.run is not None and state.parent is None:
                 self._finish_run(state, end)
             state.run = None
@@ -392,13 +396,14 @@ class PhaseTracker:
             other = member()
             if other is not None and other is not state:
                 self._abort(other, "the training ended during this validation")
+        if run.implicit:  # no table: release its buffers, skip measuring the overhead
+            run.finish(end, 0.0)
+            return
         if not self.fast_call_ns:
             from .timing import fast_path_cost_ns
 
             self.fast_call_ns = fast_path_cost_ns(self._telemetry)
         report = run.finish(end, self.fast_call_ns)
-        if run.implicit:
-            return
         if self._settings.summary:
             report.emit()
         self.last_report = report
@@ -418,12 +423,12 @@ class PhaseTracker:
             with self._lock:
                 self._trainers[id(callbacks)] = weakref.ref(state)
         self._open(state, sc.PHASE_TRAIN, now, None, **_run_attributes(trainer))
-        self._open(state, sc.PHASE_SETUP, now, state.stack[-1].context)
+        self._open(state, sc.PHASE_SETUP, now, state.innermost())
 
     def _epoch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_EPOCH):
             self._abort_top(state, now, "epoch did not end before the next one started")
-        parent = state.stack[-1].context if state.stack else None
+        parent = state.innermost()
         epoch = state.epoch
         self._open(
             state, sc.PHASE_EPOCH, now, parent, **({sc.ATTR_EPOCH: epoch} if epoch is not None else {})
@@ -432,7 +437,7 @@ class PhaseTracker:
     def _batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_BATCH):  # a batch whose end event never fired
             self._abort_top(state, now, "batch did not end before the next one started")
-        parent = state.stack[-1].context if state.stack else None
+        parent = state.innermost()
         if state.previous in ("on_train_batch_end", "on_train_epoch_start") and state.last_end:
             # Between the previous batch's last callback and this batch: waiting for the dataloader.
             self._record_phase(state, sc.PHASE_DATALOADER, now - state.last_end)
@@ -477,15 +482,13 @@ class PhaseTracker:
         trainer.run.members.append(weakref.ref(state))
         if not trainer.top(sc.PHASE_EPOCH) and not trainer.top(sc.PHASE_FINAL_EVAL):
             # Validation after the last epoch: Ultralytics' final evaluation of best.pt.
-            parent = trainer.stack[-1].context if trainer.stack else None
+            parent = trainer.innermost()
             self._open(trainer, sc.PHASE_FINAL_EVAL, now, parent)
-            trainer.context = trainer.stack[-1].context
+            trainer.context = trainer.innermost()
         state.batch_slow_ns = trainer.batch_slow_ns
         epoch = state.epoch
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
-        self._open(
-            state, sc.PHASE_VAL, now, trainer.stack[-1].context if trainer.stack else None, **attributes
-        )
+        self._open(state, sc.PHASE_VAL, now, trainer.innermost(), **attributes)
 
     def _trainer_of(self, validator: Any) -> EngineState | None:
         callbacks = getattr(validator, "callbacks", None)
@@ -504,7 +507,7 @@ class PhaseTracker:
     def _predict_batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_PREDICT_BATCH):
             self._abort_top(state, now, "predict batch did not end before the next one started")
-        parent = state.stack[-1].context if state.stack else None
+        parent = state.innermost()
         self._open(state, sc.PHASE_PREDICT_BATCH, now, parent)
 
     def _export_start(self, state: EngineState, now: int) -> None:
