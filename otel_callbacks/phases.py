@@ -198,7 +198,9 @@ class PhaseTracker:
         self.states: dict[int, EngineState] = {}  # read by the hot path
         self._phase_buffers: dict[tuple[str, str], list[int]] = {}
         self._trainers: dict[int, weakref.ref[EngineState]] = {}  # id(callbacks dict) -> state
-        self._lock = threading.Lock()
+        # Reentrant: an engine's weakref callback (_forget) runs whenever the garbage collector
+        # does, which can be inside any block that holds this lock, on the same thread.
+        self._lock = threading.RLock()
         self._anonymous = EngineState(lambda: None, telemetry.slow_ns)
         self.fast_call_ns = 0.0  # the unsampled path's own cost, measured once per tracker
         self.last_report: Report | None = None
@@ -259,7 +261,7 @@ class PhaseTracker:
     def close_all(self, reason: str) -> None:
         """End every open phase of every engine with status ERROR (process exit)."""
         with self._lock:
-            states = [*self.states.values(), self._anonymous]
+            states = [*self.states.copy().values(), self._anonymous]  # _forget may pop meanwhile
         for state in states:
             self._abort(state, reason)
 

@@ -304,3 +304,22 @@ def test_user_span_around_training_is_the_parent_and_is_restored(recorded):
         assert trace.get_current_span() is experiment
     (train,) = Tree(recorded.spans()).phases("train")
     assert train.parent.span_id == experiment.get_span_context().span_id
+
+
+def test_an_engine_collected_while_the_tracker_holds_its_lock_does_not_deadlock(recorded):
+    """Weakref callbacks run whenever the garbage collector does, also inside the tracker's lock."""
+    tracker = telemetry.active.phases
+    predictor = DetectionPredictor()
+    predictor.run_callbacks("on_predict_start")
+
+    def collect_inside_the_lock(engine=[predictor]):  # noqa: B006 - the only strong reference
+        with tracker._lock:
+            engine.clear()  # the predictor dies here: _forget runs on this thread, lock held
+
+    del predictor
+    worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "deadlocked"
+    (predict,) = Tree(recorded.spans()).phases("predict")
+    assert "garbage collected" in predict.status.description
