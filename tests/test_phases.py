@@ -22,6 +22,17 @@ from tests.engines import (
     run_val,
 )
 
+# The phases of a 2-epoch, 2-batch training with per-epoch validation and the final evaluation.
+TWO_EPOCH_PHASES = {
+    "train": 1,
+    "setup": 1,
+    "epoch": 2,
+    "batch": 4,
+    "dataloader": 4,
+    "val": 3,
+    "final_eval": 1,
+}
+
 
 class Tree:
     """Finished spans indexed for assertions on names and parent links."""
@@ -125,15 +136,7 @@ def test_two_epoch_training_tree(recorded):
             assert parent.start_time <= span.start_time <= span.end_time <= parent.end_time, span.name
 
     counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
-    assert counts == {
-        "train": 1,
-        "setup": 1,
-        "epoch": 2,
-        "batch": 4,
-        "dataloader": 4,
-        "val": 3,
-        "final_eval": 1,
-    }
+    assert counts == TWO_EPOCH_PHASES
 
 
 def test_model_val_is_a_root_val_span(recorded):

@@ -114,6 +114,11 @@ def export_failure_lines(stderr: str) -> list[str]:
     ]
 
 
+def check_fault_handled(training: Training, result: dict, baseline: list[dict]) -> None:
+    check_unharmed(training, result, baseline)
+    check_logged_once(training)
+
+
 def check_unharmed(training: Training, result: dict, baseline: list[dict]) -> None:
     assert training.results() == baseline, "same results as without instrumentation"
     # A training thread that waited on an export would show the exporter's timeout (2 s) here.
@@ -131,8 +136,7 @@ def check_logged_once(training: Training) -> None:
 def test_backend_not_running_at_start(data, tmp_path, baseline):
     training = Training(data, tmp_path, otlp_env(f"http://127.0.0.1:{free_port()}"))
     result = training.finish()
-    check_unharmed(training, result, baseline)
-    check_logged_once(training)
+    check_fault_handled(training, result, baseline)
 
 
 def test_backend_killed_mid_run(data, tmp_path, baseline):
@@ -145,8 +149,7 @@ def test_backend_killed_mid_run(data, tmp_path, baseline):
         result = training.finish()
     finally:
         receiver.stop()
-    check_unharmed(training, result, baseline)
-    check_logged_once(training)
+    check_fault_handled(training, result, baseline)
 
 
 def test_backend_that_accepts_and_never_answers(data, tmp_path, baseline):
@@ -156,8 +159,7 @@ def test_backend_that_accepts_and_never_answers(data, tmp_path, baseline):
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
         training = Training(data, tmp_path, otlp_env(endpoint, "http/protobuf"))
         result = training.finish()
-    check_unharmed(training, result, baseline)
-    check_logged_once(training)
+    check_fault_handled(training, result, baseline)
 
 
 def test_backend_back_after_a_pause(data, tmp_path, baseline):
@@ -181,5 +183,4 @@ def test_backend_back_after_a_pause(data, tmp_path, baseline):
         assert "ultralytics.callback.duration" in receiver.metric_names()
     finally:
         receiver.stop()
-    check_unharmed(training, result, baseline)
-    check_logged_once(training)
+    check_fault_handled(training, result, baseline)
