@@ -6,7 +6,7 @@ Same names as Ultralytics' module; every callback that enters a callbacks dict m
 
 from __future__ import annotations
 
-from .config import Settings
+from .config import Limits, Settings
 from .histograms import metric_views
 from .hooks import (
     default_callbacks,
@@ -49,6 +49,7 @@ __all__ = [
     "CallbackDict",
     "CallbackList",
     "InstrumentedCallback",
+    "Limits",
     "Settings",
     "add_integration_callbacks",
     "configure",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _TRUE = ("true", "1", "yes", "on")
@@ -76,6 +76,23 @@ def instrumentation_enabled(env: Mapping[str, str] | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Internal thresholds, not read from the environment: every buffer and sample is bounded by
+    one of these, and tests lower them so that a short run crosses each one."""
+
+    buffer_limit: int = 65_536
+    """Durations buffered per attribute set before the hot path folds them into fixed-size counts."""
+    reservoir_size: int = 10_000
+    """Durations kept per callback and run for the timing table's p95 (exact below this)."""
+    batch_window: int = 64
+    """Recent batch times whose median sets the relative slow threshold."""
+    batch_min: int = 5
+    """The fewest batch times that define that median."""
+    failures: int = 100
+    """Reasons kept per run for phases that did not close normally (the rest are counted)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """The project's own knobs. ``Settings.from_env()`` is the only reader of the environment."""
 
@@ -99,6 +116,8 @@ class Settings:
     """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
+    limits: Limits = field(default_factory=Limits)
+    """Internal thresholds (no environment variable)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

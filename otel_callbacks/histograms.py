@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import weakref
-from bisect import bisect_right
-from collections import Counter
-from collections.abc import Sequence
-from functools import partial
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 from opentelemetry import metrics
@@ -25,9 +25,6 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from . import semconv
-
-# Values buffered for one attribute set before the hot path folds them into a pending batch.
-BUFFER_LIMIT = 65_536
 
 _Key = frozenset  # frozenset(attributes.items())
 # Measurements carry no span context: exemplar sampling would draw from the global ``random``
@@ -87,43 +84,72 @@ def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:
 
 
 class _Batch:
-    """Bucket counts, sum, min and max of observations, bucketed exactly as the SDK does; the
-    values themselves too (in seconds) where they may have to be replayed one by one."""
+    """Bucket counts and per-bucket sums of observations in integer ns, bucketed exactly as the SDK
+    does: fixed size however many values it holds, and enough to replay them through ``record``
+    with the same counts, sum, min and max (see :meth:`replay_ns`)."""
 
-    __slots__ = ("counts", "max", "min_ns", "sum", "values")
+    __slots__ = ("counts", "first_ns", "max_ns", "min_ns", "sums")
 
-    def __init__(self, size: int, keep_values: bool) -> None:
+    def __init__(self, size: int) -> None:
         self.counts = [0] * size
-        self.sum = 0.0
+        self.sums = [0] * size
         self.min_ns: int | None = None
-        self.max = -math.inf
-        self.values: list[float] | None = [] if keep_values else None
+        self.max_ns = 0
+        self.first_ns = time.time_ns()  # a bound on when its first value was measured (wall clock)
 
     @property
     def count(self) -> int:
         return sum(self.counts)
 
     @property
+    def sum(self) -> float:
+        return sum(self.sums) / 1e9
+
+    @property
     def min(self) -> float:
         return math.inf if self.min_ns is None else self.min_ns / 1e9
 
-    def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
-        counts = self.counts
-        for index, count in Counter(map(partial(bisect_right, thresholds), values_ns)).items():
-            counts[index] += count
-        self.sum += sum(values_ns) / 1e9
-        low = min(values_ns)
-        self.min_ns = low if self.min_ns is None else min(self.min_ns, low)
-        self.max = max(self.max, max(values_ns) / 1e9)
-        if self.values is not None:
-            self.values.extend(ns / 1e9 for ns in values_ns)
+    @property
+    def max(self) -> float:
+        return -math.inf if self.min_ns is None else self.max_ns / 1e9
 
-    def remove_min(self, thresholds: tuple[int, ...]) -> None:
-        """Take out one observation equal to the minimum (it was recorded through the SDK)."""
-        self.counts[bisect_right(thresholds, self.min_ns)] -= 1
-        self.sum -= self.min
-        if self.values is not None:
-            self.values.remove(self.min)
+    def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
+        ordered = sorted(values_ns)
+        low = 0
+        for index, threshold in enumerate((*thresholds, math.inf)):
+            high = bisect_left(ordered, threshold, low)
+            if high > low:
+                self.counts[index] += high - low
+                self.sums[index] += sum(ordered[low:high])
+                low = high
+        self.min_ns = ordered[0] if self.min_ns is None else min(self.min_ns, ordered[0])
+        self.max_ns = max(self.max_ns, ordered[-1])
+
+    def take_min(self, thresholds: tuple[int, ...]) -> float:
+        """Take out one observation equal to the minimum and return it in seconds."""
+        index = bisect_right(thresholds, self.min_ns)
+        self.counts[index] -= 1
+        self.sums[index] -= self.min_ns
+        return self.min_ns / 1e9
+
+    def replay_ns(self, thresholds: tuple[int, ...]) -> Iterator[int]:
+        """Integers whose buckets, sum, min and max are exactly this batch's.
+
+        The extremes themselves, then each bucket's remaining sum spread over its remaining count as
+        evenly as integers allow: every such value lies between two values of that bucket.
+        """
+        counts, sums = list(self.counts), list(self.sums)
+        extremes = (self.min_ns, self.max_ns) if self.count > 1 else (self.min_ns,) if self.count else ()
+        for ns in extremes:
+            index = bisect_right(thresholds, ns)
+            counts[index] -= 1
+            sums[index] -= ns
+            yield ns
+        for count, total in zip(counts, sums):
+            if count:
+                quotient, remainder = divmod(total, count)
+                yield from repeat(quotient + 1, remainder)
+                yield from repeat(quotient, count - remainder)
 
 
 def _merge(aggregation: Any, batch: _Batch) -> None:
@@ -140,24 +166,39 @@ def _merge(aggregation: Any, batch: _Batch) -> None:
             aggregation._max = max(aggregation._max, batch.max)
 
 
+class _Source:
+    """One list the hot path appends to, what sees its values when drained, and since when (wall
+    clock) its next value can have been measured."""
+
+    __slots__ = ("key", "since", "sink", "values")
+
+    def __init__(self, key: _Key, values: list[int], sink: Any) -> None:
+        self.key, self.values, self.sink = key, values, sink
+        self.since = time.time_ns()
+
+
 class BufferedHistogram:
     """A duration histogram fed in nanoseconds by the hot path through plain lists.
 
     Each list belongs to one attribute set and, optionally, to a *sink* (a run's per-callback
-    statistics for the timing table) that sees the same values when they are drained.
+    statistics for the timing table) that sees the same values when they are drained. Memory stays
+    bounded without a reader: a list that reaches ``limit`` values is folded into fixed-size counts.
     """
 
-    def __init__(self, histogram: metrics.Histogram, mergeable: bool | None = None) -> None:
+    def __init__(
+        self, histogram: metrics.Histogram, mergeable: bool | None = None, limit: int = 65_536
+    ) -> None:
         self._histogram = histogram
         self._thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
-        self._buffers: dict[int, tuple[_Key, list[int], Any]] = {}  # id(list) -> key, list, sink
+        self._sources: dict[int, _Source] = {}  # by id(list)
         self._pending: dict[_Key, _Batch] = {}
-        self._lock = threading.Lock()
+        # Reentrant: a sink or an allocation inside a drain can run the garbage collector, whose
+        # weakref callbacks end a collected engine's run and release its lists on this thread.
+        self._lock = threading.RLock()
+        self.limit = limit
+        """Values a list may hold before the hot path calls :meth:`fold`."""
         self.mergeable = mergeable
         """Whether the provider has our view; None: unknown until the first delivery tells."""
-
-    def _new_batch(self) -> _Batch:
-        return _Batch(len(self._thresholds) + 1, keep_values=self.mergeable is not True)
 
     def buffer(self, attributes: dict[str, Any], sink: Any = None) -> list[int]:
         """A new list that receives durations (ns) for this attribute set: append, nothing else.
@@ -167,42 +208,45 @@ class BufferedHistogram:
         """
         values: list[int] = []
         with self._lock:
-            self._buffers[id(values)] = (frozenset(attributes.items()), values, sink)
+            self._sources[id(values)] = _Source(frozenset(attributes.items()), values, sink)
         return values
 
-    def _drain(self, key: _Key, values_list: list[int], sink: Any) -> None:
+    def _drain(self, source: _Source) -> None:
         """Move a list's values into its pending batch (and its sink). Holds ``self._lock``."""
+        values_list = source.values
         n = len(values_list)
+        since, source.since = source.since, time.time_ns()
         if not n:
             return
         values = values_list[:n]
         del values_list[:n]  # appends made meanwhile went to the end and stay for next time
-        if sink is not None:
-            sink.add(values)
-        batch = self._pending.get(key)
+        batch = self._pending.get(source.key)
         if batch is None:
-            batch = self._pending[key] = self._new_batch()
+            batch = self._pending[source.key] = _Batch(len(self._thresholds) + 1)
+        batch.first_ns = min(batch.first_ns, since)
         batch.add(values, self._thresholds)
+        if source.sink is not None:
+            source.sink.add(values)
 
     def fold(self, values_list: list[int]) -> None:
         """Bound memory when no reader collects for a long time (called from the hot path)."""
         with self._lock:
-            entry = self._buffers.get(id(values_list))
-            if entry is not None:
-                self._drain(*entry)
+            source = self._sources.get(id(values_list))
+            if source is not None:
+                self._drain(source)
 
     def release(self, values_list: list[int]) -> None:
         """Drain a list one last time (its sink sees everything) and stop tracking it."""
         with self._lock:
-            entry = self._buffers.pop(id(values_list), None)
-            if entry is not None:
-                self._drain(*entry)
+            source = self._sources.pop(id(values_list), None)
+            if source is not None:
+                self._drain(source)
 
     def flush(self) -> None:
         """Deliver everything buffered to the SDK; runs inside a reader's collection."""
         with self._lock:
-            for entry in self._buffers.values():
-                self._drain(*entry)
+            for source in list(self._sources.values()):
+                self._drain(source)
             pending, self._pending = self._pending, {}
         for key, batch in pending.items():
             self._deliver(key, batch)
@@ -211,26 +255,26 @@ class BufferedHistogram:
         if self.mergeable is False:
             self._replay(key, batch)
             return
+        # One value through the SDK, so that every reader has an aggregation for the key (a delta
+        # reader drops them at each collection); the rest is merged into what exists then.
+        known = {id(a) for a in self._targets(key)}
+        self._histogram.record(batch.take_min(self._thresholds), dict(key), context=NO_CONTEXT)
         targets = self._targets(key)
-        if not targets:
-            # The SDK creates aggregations on a first measurement (and a delta reader drops them at
-            # each collection): give it the batch's minimum, then merge the rest into what it made.
-            self._histogram.record(batch.min, dict(key), context=NO_CONTEXT)
-            batch.remove_min(self._thresholds)
-            targets = self._targets(key)
-            self.mergeable = bool(targets)
-        if not batch.count:
-            return
+        self.mergeable = bool(targets)
         if not targets:
             self._replay(key, batch)
+            return
         for aggregation in targets:
-            _merge(aggregation, batch)
+            if id(aggregation) not in known:
+                _start_at(aggregation, batch.first_ns)
+            if batch.count:
+                _merge(aggregation, batch)
 
     def _replay(self, key: _Key, batch: _Batch) -> None:
         """A provider without our view only has ``record``: one SDK call per observation."""
         record, attributes = self._histogram.record, dict(key)
-        for value in batch.values:
-            record(value, attributes, context=NO_CONTEXT)
+        for ns in batch.replay_ns(self._thresholds):
+            record(ns / 1e9, attributes, context=NO_CONTEXT)
 
     def _targets(self, key: _Key) -> list[Any]:
         with _aggregations_lock:
@@ -240,3 +284,15 @@ class BufferedHistogram:
             if per_key is not None and len(alive) != len(refs):
                 per_key[key] = [weakref.ref(a) for a in alive]
         return alive
+
+
+def _start_at(aggregation: Any, first_ns: int) -> None:
+    """Give an aggregation that was just created for buffered values the start time the SDK's
+    ``record`` would have given it: the first of those values, or the previous collection of a
+    delta reader when that came later (``min``: the SDK set the latter or the present moment)."""
+    start = getattr(aggregation, "_start_time_unix_nano", None)
+    if isinstance(start, int) and first_ns < start:
+        with aggregation._lock:
+            aggregation._start_time_unix_nano = first_ns
+            if getattr(aggregation, "_previous_collection_start_nano", None) == start:
+                aggregation._previous_collection_start_nano = first_ns

@@ -31,7 +31,7 @@ from .summary import CallbackStats, Report
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-    from .config import Settings
+    from .config import Limits, Settings
     from .histograms import BufferedHistogram
     from .telemetry import Telemetry
     from .timing import InstrumentedCallback
@@ -42,9 +42,6 @@ _perf_ns = time.perf_counter_ns
 _LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
 # Phases that span a whole run (val only when it is not inside a training).
 _RUN_PHASES = frozenset({sc.PHASE_TRAIN, sc.PHASE_VAL, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
-# Batch times kept per engine for the relative slow threshold, and the fewest that define it.
-_BATCH_WINDOW = 64
-_BATCH_MIN = 5
 # The relative threshold never goes below this: microsecond batches would flag scheduling noise.
 _RELATIVE_FLOOR_NS = 1_000_000
 
@@ -62,9 +59,12 @@ class Phase:
 class Run:
     """One train / val / predict / export run: what its timing table and its buffers need."""
 
-    def __init__(self, mode: str, durations: BufferedHistogram, implicit: bool = False) -> None:
+    def __init__(
+        self, mode: str, durations: BufferedHistogram, limits: Limits, implicit: bool = False
+    ) -> None:
         sync_clock()
         self.mode = mode
+        self.limits = limits
         self.implicit = implicit  # callbacks fired outside a run's start and end events: no table
         self.start = _perf_ns()
         self.durations = durations
@@ -73,6 +73,7 @@ class Run:
         self.phases: dict[str, list[int]] = {}
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
+        self.failures_dropped = 0
         self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
         self.span_overhead_ns = 0
         self.span_calls = 0
@@ -85,13 +86,22 @@ class Run:
         values = self.buffers.get(key)
         if values is None:
             callback = binding.attributes[sc.ATTR_CALLBACK]
-            stats = self.callbacks.setdefault((binding.attributes[sc.ATTR_EVENT], callback), CallbackStats())
+            stats = self.callbacks.get((binding.attributes[sc.ATTR_EVENT], callback))
+            if stats is None:
+                stats = CallbackStats(self.limits.reservoir_size)
+                self.callbacks[binding.attributes[sc.ATTR_EVENT], callback] = stats
             attributes = binding.attributes
             if error_type is not None:
                 attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
             sink = _FailedSink(stats) if error_type else stats
             values = self.buffers[key] = self.durations.buffer(attributes, sink)
         return values
+
+    def fail(self, reason: str) -> None:
+        if len(self.failures) < self.limits.failures:
+            self.failures.append(reason)
+        else:
+            self.failures_dropped += 1
 
     def add_phase(self, name: str, elapsed_ns: int) -> None:
         totals = self.phases.setdefault(name, [0, 0])
@@ -112,6 +122,7 @@ class Run:
             overhead,
             self.worst_overhead_ns,
             self.failures,
+            self.failures_dropped,
         )
 
 
@@ -149,7 +160,7 @@ class EngineState:
         "threshold_ns",
     )
 
-    def __init__(self, ref: Callable[[], Any], slow_ns: int) -> None:
+    def __init__(self, ref: Callable[[], Any], slow_ns: int, batch_window: int) -> None:
         self.ref = ref
         self.event: str | None = None
         self.previous: str | None = None  # the event of the firing before this one
@@ -161,7 +172,7 @@ class EngineState:
         self.slow_ns = slow_ns
         self.batch_slow_ns = slow_ns
         self.threshold_ns = slow_ns  # the slow threshold of the current firing's event
-        self.batch_times: deque[int] = deque(maxlen=_BATCH_WINDOW)
+        self.batch_times: deque[int] = deque(maxlen=batch_window)
         self.stack: list[Phase] = []
         self.context: Context | None = None  # the parent of callback spans; None: the caller's
         self.parent: EngineState | None = None  # the trainer a validator works for
@@ -201,7 +212,8 @@ class PhaseTracker:
         # Reentrant: an engine's weakref callback (_forget) runs whenever the garbage collector
         # does, which can be inside any block that holds this lock, on the same thread.
         self._lock = threading.RLock()
-        self._anonymous = EngineState(lambda: None, telemetry.slow_ns)
+        self._limits = self._settings.limits
+        self._anonymous = self._new_state(lambda: None)
         self.fast_call_ns = 0.0  # the unsampled path's own cost, measured once per tracker
         self.last_report: Report | None = None
         self._opening: dict[str, Callable[[EngineState, int], None]] = {
@@ -247,14 +259,20 @@ class PhaseTracker:
             ref = weakref.ref(engine, lambda _, key=key: self._forget(key))
         except TypeError:  # None, or an engine that cannot be weakly referenced
             return self._anonymous
-        state = EngineState(ref, self._telemetry.slow_ns)
+        state = self._new_state(ref)
         with self._lock:
             self.states[key] = state
         return state
 
+    def _new_state(self, ref: Callable[[], Any]) -> EngineState:
+        return EngineState(ref, self._telemetry.slow_ns, self._limits.batch_window)
+
     def _forget(self, key: int) -> None:
         with self._lock:
             state = self.states.pop(key, None)
+            for dict_id, trainer in list(self._trainers.items()):
+                if trainer() in (None, state):
+                    del self._trainers[dict_id]
         if state is not None:
             self._abort(state, "the engine was garbage collected before its end event")
 
@@ -284,7 +302,8 @@ class PhaseTracker:
             if handler is not None:
                 handler(state, now)
             if state.run is None:
-                state.run = Run(MODE_OF_EVENT.get(event, sc.MODE_TRAIN), self._durations, implicit=True)
+                mode = MODE_OF_EVENT.get(event, sc.MODE_TRAIN)
+                state.run = Run(mode, self._durations, self._limits, implicit=True)
             if event not in BATCH_START_EVENTS:  # after the handler: a new run has a new budget
                 self._sample(state, event)
             if state.pending is not None:
@@ -343,7 +362,7 @@ class PhaseTracker:
         if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH) and elapsed > 0:
             self._batch_time(state, elapsed)
         if error is not None and state.run is not None:
-            state.run.failures.append(error)
+            state.run.fail(error)
         if phase.span is None:
             return
         failures = state.run.failures if state.run is not None else []
@@ -360,6 +379,8 @@ class PhaseTracker:
             attributes = {sc.ATTR_PHASE: name, sc.ATTR_MODE: mode}
             buffer = self._phase_buffers[name, mode] = self._telemetry.phase_duration.buffer(attributes)
         buffer.append(elapsed_ns)
+        if len(buffer) >= self._limits.buffer_limit:
+            self._telemetry.phase_duration.fold(buffer)
         if state.run is not None and not (name in _RUN_PHASES and state.parent is None):
             state.run.add_phase(name, elapsed_ns)  # the run's own span is its total, not a line
 
@@ -367,10 +388,11 @@ class PhaseTracker:
         times = state.batch_times
         times.append(elapsed)
         fraction = self._settings.slow_batch_fraction
+        window = self._limits.batch_window
         if (
             fraction
-            and len(times) >= _BATCH_MIN
-            and (len(times) < _BATCH_WINDOW or not state.batch_index % 16)
+            and len(times) >= self._limits.batch_min
+            and (len(times) < window or not state.batch_index % max(1, window // 4))
         ):
             relative = max(_RELATIVE_FLOOR_NS, int(fraction * statistics.median(times)))
             state.batch_slow_ns = min(state.slow_ns, relative)
@@ -415,7 +437,7 @@ class PhaseTracker:
     def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
         if state.stack or state.run is not None:
             self._abort(state, reason)
-        state.run = Run(mode, self._durations)
+        state.run = Run(mode, self._durations, self._limits)
 
     def _train_start(self, state: EngineState, now: int) -> None:
         self._new_run(state, sc.MODE_TRAIN, "a new training started on the same trainer")
@@ -450,6 +472,8 @@ class PhaseTracker:
                     attributes={sc.ATTR_PHASE: sc.PHASE_DATALOADER},
                     start_time=wall(state.last_end),
                 ).end(end_time=wall(now))
+                if state.run is not None:
+                    state.run.spans += 1
         self._open(state, sc.PHASE_BATCH, now, parent)
 
     def _abort_top(self, state: EngineState, now: int, reason: str) -> None:

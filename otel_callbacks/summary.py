@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,32 +13,55 @@ from . import semconv
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
-RESERVOIR = 10_000  # durations kept per callback and run for the p95; exact below this
-
 
 class CallbackStats:
-    """Calls, total and a p95 sample of one callback in one run, fed from the drained buffers."""
+    """Calls, total and a p95 sample of one callback in one run, fed from the drained buffers.
 
-    __slots__ = ("calls", "errors", "reservoir", "total_ns")
+    The sample is a uniform reservoir (Li's Algorithm L: a few draws per replacement, not one per
+    value) drawn from a private generator with a fixed seed: the global ``random`` that Ultralytics
+    seeds for augmentation is never touched, and the same durations always give the same table.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_next", "_random", "_w", "calls", "errors", "reservoir", "size", "total_ns")
+
+    def __init__(self, reservoir_size: int = 10_000) -> None:
+        self.size = max(1, reservoir_size)
         self.calls = 0
         self.errors = 0
         self.total_ns = 0
         self.reservoir: list[int] = []
+        self._random: random.Random | None = None
+        self._w = 0.0
+        self._next = sys.maxsize  # 0-based index of the next value that enters the full reservoir
 
     def add(self, values_ns: Sequence[int], failed: bool = False) -> None:
-        for ns in values_ns:
-            self.calls += 1
-            if len(self.reservoir) < RESERVOIR:
-                self.reservoir.append(ns)
-            else:  # Algorithm R: every value has the same chance to stay
-                slot = random.randrange(self.calls)
-                if slot < RESERVOIR:
-                    self.reservoir[slot] = ns
+        count = len(values_ns)
+        if not count:
+            return
+        first, self.calls = self.calls, self.calls + count
         self.total_ns += sum(values_ns)
         if failed:
-            self.errors += len(values_ns)
+            self.errors += count
+        room = self.size - len(self.reservoir)
+        if room > 0:
+            self.reservoir.extend(values_ns[:room])
+            if len(self.reservoir) == self.size:
+                self._random = random.Random(self.size)
+                self._w = self._draw_w(1.0)
+                self._next = self.size - 1 + self._skip()
+        while self._next < self.calls:
+            self.reservoir[self._random.randrange(self.size)] = values_ns[self._next - first]
+            self._w = self._draw_w(self._w)
+            self._next += self._skip()
+
+    def _draw_w(self, w: float) -> float:
+        u = 1.0 - self._random.random()  # (0, 1]
+        return min(w * math.exp(math.log(u) / self.size), 1.0 - 2**-53)
+
+    def _skip(self) -> int:
+        """Values to pass over, plus one, before the next replacement."""
+        u = 1.0 - self._random.random()
+        return int(math.log(u) / math.log1p(-self._w)) + 1
 
     @property
     def mean_ns(self) -> float:
@@ -63,6 +87,7 @@ class Report:
     overhead_ns: float
     worst_overhead_ns: int = 0
     failures: list[str] = field(default_factory=list)
+    failures_dropped: int = 0  # reasons past Limits.failures, counted only
 
     def rows(self) -> list[tuple[str, str, CallbackStats]]:
         ordered = sorted(self.callbacks.items(), key=lambda item: -item[1].total_ns)
@@ -94,6 +119,8 @@ class Report:
             f"worst single call {self.worst_overhead_ns / 1e3:.1f} us"
         )
         lines.extend(f"not closed normally: {failure}" for failure in self.failures)
+        if self.failures_dropped:
+            lines.append(f"not closed normally: {self.failures_dropped} more")
         return "\n".join(lines)
 
     def emit(self) -> None:

@@ -63,6 +63,7 @@ class Telemetry:
                 **seconds,
             ),
             mergeable,
+            settings.limits.buffer_limit,
         )
         self.phase_duration = BufferedHistogram(
             meter.create_histogram(
@@ -71,6 +72,7 @@ class Telemetry:
                 **seconds,
             ),
             mergeable,
+            settings.limits.buffer_limit,
         )
         self.slow_counter = meter.create_counter(
             semconv.METRIC_CALLBACK_SLOW,

@@ -18,7 +18,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import semconv, telemetry
 from .config import instrumentation_enabled
-from .histograms import BUFFER_LIMIT
 from .hooks import BATCH_EVENTS, MODE_OF_EVENT
 from .phases import wall
 
@@ -69,7 +68,7 @@ class _Binding:
     """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`,
     and the duration list of the run it last ran in (one identity check on the hot path)."""
 
-    __slots__ = ("attributes", "durations", "phases", "run", "states", "telemetry", "tracer")
+    __slots__ = ("attributes", "buffer_limit", "last", "phases", "states", "telemetry", "tracer")
 
     def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None) -> None:
         self.telemetry = tel
@@ -82,13 +81,18 @@ class _Binding:
             semconv.ATTR_INTEGRATION: owner.integration,
             semconv.ATTR_MODE: owner.mode,
         }
-        self.run: Any = None
-        self.durations: list[int] = []
+        self.buffer_limit = tel.callback_duration.limit
+        # (run, its duration list): one tuple, replaced whole, so that trainers in other threads
+        # sharing this callback never pair one run with another's list.
+        self.last: tuple[Any, list[int]] = (None, [])
 
     def durations_in(self, run: Any) -> list[int]:
-        self.run = run
-        self.durations = run.buffer(self)
-        return self.durations
+        last = self.last
+        if last[0] is run:
+            return last[1]
+        durations = run.buffer(self)
+        self.last = (run, durations)
+        return durations
 
 
 class InstrumentedCallback:
@@ -170,10 +174,10 @@ class InstrumentedCallback:
             if elapsed > state.threshold_ns:
                 self._after_the_fact(binding, state, elapsed, None)
             else:
-                run = state.run
-                durations = binding.durations if binding.run is run else binding.durations_in(run)
+                last = binding.last
+                durations = last[1] if last[0] is state.run else binding.durations_in(state.run)
                 durations.append(elapsed)
-                if len(durations) >= BUFFER_LIMIT:  # no reader collected for long: bound memory
+                if len(durations) >= binding.buffer_limit:  # no reader collected for long
                     binding.telemetry.callback_duration.fold(durations)
             if state.closer is self:  # the last callback of an end event (past the span budget)
                 binding.phases.closed_firing(state)
@@ -261,16 +265,15 @@ class InstrumentedCallback:
         span: Any,
     ) -> None:
         run = state.run
-        if error is None:
-            durations = binding.durations if binding.run is run else binding.durations_in(run)
-            durations.append(elapsed)
-        else:
-            error_type = type(error).__qualname__
-            run.buffer(binding, error_type).append(elapsed)
-            if span is not None:
-                span.record_exception(error, escaped=True)
-                span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+        error_type = type(error).__qualname__ if error is not None else None
+        durations = binding.durations_in(run) if error_type is None else run.buffer(binding, error_type)
+        durations.append(elapsed)
+        if len(durations) >= binding.buffer_limit:
+            binding.telemetry.callback_duration.fold(durations)
+        if error_type is not None and span is not None:
+            span.record_exception(error, escaped=True)
+            span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
         if elapsed > state.threshold_ns:
             binding.telemetry.on_slow(self, binding, state, elapsed, state.threshold_ns, span)
 

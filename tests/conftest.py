@@ -19,6 +19,12 @@ from otel_callbacks.histograms import metric_views
 prepare_offline(Path(tempfile.mkdtemp(prefix="otel-callbacks-yolo-config-")))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long", action="store_true", help="run the soak test at its long size (10M callback calls)"
+    )
+
+
 class OpenSpans(SpanProcessor):
     """Spans started and not yet ended: must be empty once a run is over."""
 

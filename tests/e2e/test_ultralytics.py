@@ -14,10 +14,11 @@ import torch
 from opentelemetry.trace import StatusCode
 
 import otel_callbacks
-from otel_callbacks import install, otlp_file, uninstall
+from otel_callbacks import Limits, Settings, install, otlp_file, uninstall
 from otel_callbacks import semconv as sc
 from otel_callbacks.hooks import EVENTS
 from otel_callbacks.timing import InstrumentedCallback
+from tests.soak import random_states
 from tests.test_phases import TWO_EPOCH_PHASES, Tree
 
 ultralytics = pytest.importorskip("ultralytics")
@@ -128,13 +129,35 @@ def train_once(train_args, name):
     return run_dir, metrics.results_dict
 
 
-def test_training_outputs_are_identical_with_and_without_instrumentation(recorded, train_args):
+# Every internal threshold lowered so that a 3-epoch, 6-batch training crosses each one.
+CROSSED = Settings(
+    max_spans=60,
+    batch_spans_first=1,
+    batch_spans_every=2,
+    limits=Limits(buffer_limit=2, reservoir_size=2, batch_window=3, batch_min=2, failures=1),
+)
+
+
+@pytest.mark.parametrize("settings", [CROSSED], indirect=True)
+def test_training_outputs_are_identical_with_and_without_instrumentation(recorded, train_args, settings):
+    train_args = {**train_args, "epochs": 3}
     plain_dir, plain_metrics = train_once(train_args, "plain")
+    plain_generators = random_states()  # Ultralytics seeds them at the start of each training
     install()
     instrumented_dir, instrumented_metrics = train_once(train_args, "instrumented")
+    recorded.reader.collect()
+    assert random_states() == plain_generators, "no draw from a global generator, collection included"
     assert recorded.phase_spans("train"), "the second training was instrumented"
+    report = otel_callbacks.telemetry.active.phases.last_report
+    batch_ends = report.callbacks[
+        ("on_train_batch_end", "ultralytics.utils.callbacks.base.on_train_batch_end")
+    ]
+    assert batch_ends.calls == 6 and len(batch_ends.reservoir) == 2, "reservoir and buffer limit crossed"
+    spans = recorded.spans()
+    assert settings.max_spans <= len(spans) < sum(s.calls for s in report.callbacks.values()), "budget"
+    assert len(recorded.phase_spans("batch")) < 6, "sampling period crossed"
     assert results(plain_dir) == results(instrumented_dir)
-    assert len(results(plain_dir)) == 2 and "metrics/mAP50(B)" in results(plain_dir)[0]
+    assert len(results(plain_dir)) == 3 and "metrics/mAP50(B)" in results(plain_dir)[0]
     assert plain_metrics == instrumented_metrics
     for file in ("best.pt", "last.pt"):
         a, b = weights(plain_dir / "weights" / file), weights(instrumented_dir / "weights" / file)

@@ -1,0 +1,204 @@
+"""Promises past the thresholds: the p95 reservoir, histogram start times, faults at the worst moments."""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_callbacks import Settings, metric_views, otlp_file, semconv, telemetry
+from otel_callbacks.histograms import BufferedHistogram, _Batch, _ns_thresholds
+from otel_callbacks.summary import CallbackStats
+from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
+from tests.soak import durations_by_callback
+from tests.test_histograms import ATTRS, VALUES, collect, make, reference, summary
+from tests.test_telemetry import FIRE, run_python
+
+# The p95 reservoir ----------------------------------------------------------------------------
+
+
+def test_reservoir_never_draws_from_the_global_random_and_stays_uniform():
+    stats = CallbackStats()  # the default size, 10,000
+    before = random.getstate()
+    values = list(range(200_000))
+    for start in range(0, len(values), 777):
+        stats.add(values[start : start + 777])
+    assert random.getstate() == before
+    assert stats.calls == 200_000 and stats.total_ns == sum(values)
+    assert len(stats.reservoir) == 10_000 and len(set(stats.reservoir)) == 10_000
+    deciles = [0] * 10
+    for value in stats.reservoir:
+        deciles[value // 20_000] += 1
+    assert all(850 < n < 1150 for n in deciles), deciles  # uniform: 1,000 expected in each
+    assert 180_000 < stats.p95_ns < 200_000
+
+
+def test_reservoir_is_exact_below_its_size_and_the_same_for_the_same_values():
+    small = CallbackStats(reservoir_size=100)
+    small.add(list(range(100, 0, -1)))
+    assert small.p95_ns == 95
+    a, b = CallbackStats(reservoir_size=50), CallbackStats(reservoir_size=50)
+    a.add(list(range(10_000)))
+    for value in range(10_000):
+        b.add([value])
+    assert a.reservoir == b.reservoir, "a fixed private seed: the same table however values arrive"
+
+
+# Buffered batches: fixed size, replayed exactly -----------------------------------------------
+
+
+def test_a_batch_replays_the_same_buckets_sum_min_and_max():
+    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
+    batch = _Batch(len(thresholds) + 1)
+    batch.add(VALUES, thresholds)
+    replayed = list(batch.replay_ns(thresholds))
+    assert len(replayed) == len(VALUES) and sum(replayed) == sum(VALUES)
+    assert min(replayed) == min(VALUES) and max(replayed) == max(VALUES)
+    assert reference(replayed) == reference(VALUES)
+
+
+def test_values_buffered_for_a_provider_of_unknown_kind_are_not_kept_one_by_one():
+    _provider, reader, histogram = make(views=False)
+    buffered = BufferedHistogram(histogram, mergeable=None, limit=100)
+    buffer = buffered.buffer(ATTRS)
+    for value in VALUES:
+        buffer.append(value)
+        if len(buffer) >= buffered.limit:
+            buffered.fold(buffer)
+    (batch,) = buffered._pending.values()
+    assert len(batch.counts) == len(semconv.DURATION_BUCKETS) + 1 and not hasattr(batch, "values")
+    assert summary(collect(reader, buffered)) == reference(VALUES)
+
+
+# Start times -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_points_start_at_the_first_measurement_then_as_the_sdk_would(temporality):
+    preferred = {Histogram: AggregationTemporality.DELTA} if temporality == "delta" else {}
+    _provider, reader, histogram = make(temporality=preferred)
+    buffered = BufferedHistogram(histogram, mergeable=True)
+    first = time.time_ns()
+    buffered.buffer(ATTRS).append(1000)
+    time.sleep(0.5)
+    (point,) = collect(reader, buffered)
+    assert first <= point.start_time_unix_nano < first + 50_000_000, "not the collection's time"
+    assert point.time_unix_nano - point.start_time_unix_nano >= 500_000_000
+    buffered.buffer(ATTRS).append(2000)
+    (second,) = collect(reader, buffered)
+    expected = point.time_unix_nano if temporality == "delta" else point.start_time_unix_nano
+    assert second.start_time_unix_nano == expected and second.count == (1 if preferred else 2)
+
+
+def test_the_embedded_file_writes_delta_points_from_the_first_measurement(tmp_path):
+    code = FIRE.replace("for cb in", "import time\nprint(time.time_ns())\nfor cb in") + "time.sleep(0.6)\n"
+    env = {"OTEL_CALLBACKS_DIR": str(tmp_path), "OTEL_METRIC_EXPORT_INTERVAL": "60000"}
+    out = run_python(code, env)  # one collection, at exit, 0.6 s after the measurements
+    assert out.returncode == 0, out.stderr
+    fired = int(out.stdout.split()[0])
+    points = [
+        p
+        for request in otlp_file.read_file(next(tmp_path.glob("*.jsonl")))
+        for rm in getattr(request, "resource_metrics", [])
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == semconv.METRIC_CALLBACK_DURATION
+        for p in m.histogram.data_points
+    ]
+    assert points and sum(p.count for p in points) == 2
+    for p in points:
+        assert fired <= p.start_time_unix_nano < fired + 300_000_000, "the first measurement"
+        assert p.time_unix_nano - p.start_time_unix_nano >= 600_000_000, "not the collection's time"
+
+
+# Faults at the worst moments -------------------------------------------------------------------
+
+
+def test_a_reader_collecting_while_runs_end_loses_nothing(recorded):
+    stop = threading.Event()
+
+    def collect_all_the_time():
+        while not stop.is_set():
+            recorded.reader.collect()
+
+    collector = threading.Thread(target=collect_all_the_time)
+    collector.start()
+    try:
+        for _ in range(300):
+            run_predict(DetectionPredictor(), batches=2)
+    finally:
+        stop.set()
+        collector.join()
+    counts = durations_by_callback(recorded)
+    assert counts[("on_predict_batch_end", "otel_callbacks.hooks.on_predict_batch_end")].count == 600
+    assert counts[("on_predict_end", "otel_callbacks.hooks.on_predict_end")].count == 300
+    assert telemetry.active.errors_seen == {}
+
+
+class _Cycle:
+    """An engine only the garbage collector can free."""
+
+    def __init__(self, engine):
+        self.engine, engine.cycle = engine, self
+
+
+def test_an_engine_collected_in_the_middle_of_a_flush_neither_deadlocks_nor_loses_values(recorded):
+    histogram = telemetry.active.callback_duration
+    trainer = DetectionTrainer()
+    _Cycle(trainer)
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(3):
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+    del trainer  # collectable now, but not yet collected
+    original = CallbackStats.add
+    calls = []
+
+    def add_and_collect(self, values, failed=False):
+        original(self, values, failed)
+        if not calls:
+            calls.append(1)
+            gc.collect()  # the trainer dies inside the drain: its run ends and releases its lists
+
+    CallbackStats.add = add_and_collect
+    try:
+        flushing = threading.Thread(target=histogram.flush, daemon=True)
+        flushing.start()
+        flushing.join(10)
+    finally:
+        CallbackStats.add = original
+    assert not flushing.is_alive(), "deadlocked"
+    assert calls and telemetry.active.phases.states == {}
+    counts = durations_by_callback(recorded)
+    assert counts[("on_train_batch_end", "otel_callbacks.hooks.on_train_batch_end")].count == 3
+    (train,) = recorded.phase_spans("train")
+    assert "garbage collected" in train.status.description
+
+
+class _FailsAtShutdown(SpanExporter):
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        raise RuntimeError("exporter broke during shutdown")
+
+
+def test_an_exporter_raising_inside_shutdown_never_reaches_the_training(caplog):
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(_FailsAtShutdown()))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader], views=metric_views(), shutdown_on_exit=False)
+    tel = telemetry.configure(Settings(summary=False), tracer_provider=provider, meter_provider=meters)
+    tel.owned = [provider, meters]
+    run_train(DetectionTrainer(), epochs=1, batches=2)
+    telemetry.shutdown(timeout=5)
+    assert "exporter broke during shutdown" in caplog.text
+    assert telemetry.active is None
