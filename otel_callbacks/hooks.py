@@ -185,3 +185,20 @@ MODE_OF_EVENT: dict[str, str] = {
     **dict.fromkeys(PREDICTOR_EVENTS, semconv.MODE_PREDICT),
     **dict.fromkeys(EXPORTER_EVENTS, semconv.MODE_EXPORT),
 }
+
+# Custom events (``run_callbacks("on_my_event")`` in a subclass) take their mode from the engine.
+_MODE_OF_ENGINE = (
+    ("Trainer", semconv.MODE_TRAIN),
+    ("Validator", semconv.MODE_VAL),
+    ("Predictor", semconv.MODE_PREDICT),
+    ("Exporter", semconv.MODE_EXPORT),
+)
+
+
+def mode_of(event: str, engine: Any = None) -> str:
+    """The mode of an event: from its group, or for a custom event from the engine's class name."""
+    mode = MODE_OF_EVENT.get(event)
+    if mode is None:
+        name = type(engine).__name__
+        mode = next((m for part, m in _MODE_OF_ENGINE if part in name), semconv.MODE_TRAIN)
+    return mode

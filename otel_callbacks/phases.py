@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from . import semconv as sc
-from .hooks import BATCH_EVENTS, BATCH_START_EVENTS, MODE_OF_EVENT
+from .hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
 from .summary import CallbackStats, Report
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ class PhaseTracker:
             if handler is not None:
                 handler(state, now)
             if state.run is None:
-                mode = MODE_OF_EVENT.get(event, sc.MODE_TRAIN)
+                mode = callback.mode or mode_of(event, engine)
                 state.run = Run(mode, self._durations, self._limits, implicit=True)
             if event not in BATCH_START_EVENTS:  # after the handler: a new run has a new budget
                 self._sample(state, event)

@@ -10,25 +10,41 @@ so a callback is wrapped exactly once whichever way it came in.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from typing import Any, SupportsIndex
 
-from . import hooks
+from . import hooks, semconv
 from .hooks import EVENTS
 from .timing import instrument
 
+logger = logging.getLogger(semconv.LOGGER_NAME)
+
 _KNOWN_EVENTS = frozenset(EVENTS)
+_checked: set[str] = set()  # custom event names already looked at (one warning each, bounded)
+_CHECKED_MAX = 1024
 
 
-def check_event(event: object) -> str:
-    """Return ``event`` if Ultralytics fires it; else raise ``ValueError`` naming close matches."""
-    if event in _KNOWN_EVENTS:
-        return event  # type: ignore[return-value]
-    close = difflib.get_close_matches(str(event), EVENTS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Unknown callback event {event!r}.{hint} Ultralytics fires: {', '.join(EVENTS)}")
+def check_event(event: str) -> str:
+    """Accept any event, as Ultralytics' ``defaultdict`` does: subclasses and integrations fire their
+    own. A name within a small edit distance of one Ultralytics fires is likely a typo that would
+    register a callback that never runs: warn once per name, naming the closest event."""
+    if event in _KNOWN_EVENTS or event in _checked or not isinstance(event, str):
+        return event
+    if len(_checked) < _CHECKED_MAX:
+        _checked.add(event)
+    close = difflib.get_close_matches(event, EVENTS, n=1, cutoff=0.85)
+    if close:
+        logger.warning(
+            "otel_callbacks: callbacks registered for %r, which Ultralytics never fires: did you mean %s? "
+            "(a custom event runs only where your code calls run_callbacks(%r))",
+            event,
+            close[0],
+            event,
+        )
+    return event
 
 
 class CallbackList(list):
@@ -79,8 +95,7 @@ class CallbackList(list):
 class CallbackDict(defaultdict):
     """``defaultdict(list)`` whose lists are :class:`CallbackList`: a drop-in for Ultralytics' dict.
 
-    An event Ultralytics never fires is refused with ``ValueError`` on first use, since a typo in
-    ``add_callback`` would otherwise register a callback that silently never runs.
+    Any event is accepted; one close to an event Ultralytics fires gets a warning (a likely typo).
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class CallbackDict(defaultdict):
             self[event] = value
 
     def __missing__(self, event: str) -> CallbackList:
+        if self.default_factory is None:
+            raise KeyError(event)
         value = self[event] = CallbackList(check_event(event))
         return value
 

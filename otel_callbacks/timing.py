@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from . import semconv, telemetry
 from .config import instrumentation_enabled
-from .hooks import BATCH_EVENTS, MODE_OF_EVENT
+from .hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
 from .phases import wall
 
 _perf_ns = time.perf_counter_ns
@@ -70,7 +70,9 @@ class _Binding:
 
     __slots__ = ("attributes", "buffer_limit", "last", "phases", "states", "telemetry", "tracer")
 
-    def __init__(self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None) -> None:
+    def __init__(
+        self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None, engine: Any = None
+    ) -> None:
         self.telemetry = tel
         self.tracer = tel.tracer
         self.phases = phases or tel.phases
@@ -79,7 +81,7 @@ class _Binding:
             semconv.ATTR_EVENT: owner.event,
             semconv.ATTR_CALLBACK: owner.callback_name,
             semconv.ATTR_INTEGRATION: owner.integration,
-            semconv.ATTR_MODE: owner.mode,
+            semconv.ATTR_MODE: owner.mode or mode_of(owner.event, engine),
         }
         self.buffer_limit = tel.callback_duration.limit
         # (run, its duration list): one tuple, replaced whole, so that trainers in other threads
@@ -105,7 +107,7 @@ class InstrumentedCallback:
         functools.update_wrapper(self, callback, updated=())
         self.__wrapped__ = callback
         self.event = event
-        self.mode = MODE_OF_EVENT.get(event, semconv.MODE_TRAIN)
+        self.mode = MODE_OF_EVENT.get(event)  # None: a custom event, whose engine tells
         self.is_batch = event in BATCH_EVENTS
         self.integration = integration or integration_of(callback)
         self.callback_name = qualified_name(callback)
@@ -139,7 +141,7 @@ class InstrumentedCallback:
 
     # The hot path ------------------------------------------------------------------------
 
-    def _bind(self) -> _Binding | None:
+    def _bind(self, engine: Any) -> _Binding | None:
         tel = telemetry.active
         if tel is None:
             try:
@@ -149,13 +151,13 @@ class InstrumentedCallback:
                 tel = telemetry.configure(telemetry.Settings(enabled=False))
         if not tel.enabled:
             return None
-        self._binding = _Binding(self, tel)
+        self._binding = _Binding(self, tel, engine=engine)
         return self._binding
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         binding = self._binding
         if binding is None or binding.telemetry is not telemetry.active:
-            binding = self._bind()
+            binding = self._bind(args[0] if args else None)
             if binding is None:
                 return self.__wrapped__(*args, **kwargs)
         engine = args[0] if args else None

@@ -15,6 +15,7 @@ import pytest
 
 import otel_callbacks
 from otel_callbacks import CallbackDict, CallbackList, InstrumentedCallback, instrument
+from otel_callbacks import semconv as sc
 
 
 def user_cb(engine):
@@ -145,11 +146,39 @@ def test_non_callable_is_refused_naming_event_and_value():
         d["on_val_end"] = [None]
 
 
-def test_unknown_event_is_refused_with_a_suggestion():
+def test_custom_events_are_accepted_and_instrumented_with_the_engines_mode(recorded, caplog):
+    from tests.engines import DetectionValidator
+
     d = otel_callbacks.get_default_callbacks()
-    with pytest.raises(ValueError, match=r"'on_trian_start'.*Did you mean 'on_train_start'"):
-        d["on_trian_start"].append(user_cb)
+    d["on_my_event"].append(user_cb)  # add_callback
+    d["on_other_event"] = [user_cb]  # set_callback, clear_callback
+    d["on_other_event"] = []
+    assert "never fires" not in caplog.text, "a custom name is not a typo"
+    validator = DetectionValidator(d)
+    validator.calls = []
+    validator.run_callbacks("on_my_event")
+    assert validator.calls == ["user_cb"]
+    (span,) = recorded.callback_spans()
+    assert span.name == "on_my_event" and span.attributes[sc.ATTR_MODE] == "val"
+    ((attributes, point),) = recorded.durations()
+    assert attributes[sc.ATTR_EVENT] == "on_my_event" and point.count == 1
     assert d.get("on_unknown", []) == []  # run_callbacks' lookup stays a silent no-op
+
+
+def test_a_likely_typo_warns_once_naming_the_event_it_resembles(caplog):
+    d = otel_callbacks.get_default_callbacks()
+    d["on_trian_start"].append(user_cb)
+    d["on_trian_start"].append(user_cb)
+    otel_callbacks.get_default_callbacks()["on_trian_start"].append(user_cb)
+    warnings = [r for r in caplog.records if "on_trian_start" in r.getMessage()]
+    assert len(warnings) == 1 and "did you mean on_train_start?" in warnings[0].getMessage()
+    assert d["on_trian_start"] == [user_cb, user_cb], "still registered, as Ultralytics would"
+
+
+def test_a_dict_without_default_factory_raises_key_error_like_defaultdict():
+    with pytest.raises(KeyError, match="on_train_start"):
+        CallbackDict(None)["on_train_start"]
+    assert CallbackDict(None, {"on_train_start": [user_cb]})["on_train_start"] == [user_cb]
 
 
 @pytest.mark.parametrize("dumps", [cloudpickle.dumps, pickle.dumps])
