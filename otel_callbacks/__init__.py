@@ -51,6 +51,7 @@ __all__ = [
     "InstrumentedCallback",
     "Limits",
     "Settings",
+    "SettingsError",
     "add_integration_callbacks",
     "configure",
     "default_callbacks",

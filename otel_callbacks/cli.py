@@ -1,54 +1,101 @@
-"""``otel-callbacks``: the command line. ``demo`` runs the main job; ``send`` replays trace files."""
+"""otel-callbacks: the command line. `demo` runs the main job; `send` replays OTLP/JSON-lines files."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import Settings, SettingsError
+
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import demo, telemetry
+    from dataclasses import replace
 
-    tel = telemetry.ensure_configured()
-    output = tel.output.path if tel.output is not None else None
-    made = demo.run(Path(args.dir), epochs=args.epochs)
-    telemetry.shutdown()  # flush everything before saying where it is
+    from . import demo, exporter_logs, telemetry
+
+    workdir = Path(args.dir)
+    settings = Settings.from_env()
+    if not os.environ.get("OTEL_CALLBACKS_DIR", "").strip():
+        settings = replace(settings, output_dir=workdir / "otel")  # everything under --dir
+    tel = telemetry.configure(settings)
+    made = demo.run(workdir, epochs=args.epochs)
+    export_failures = tel.errors_seen.get(exporter_logs.ERROR_TYPE, 0)
+    flushed = telemetry.shutdown()  # flush everything before saying where it is
+    epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     print()
     print(
-        f"otel_callbacks demo: trained {args.epochs} epochs, validated, predicted "
-        f"{made['predictions']} images, exported {made['exported']}"
+        f"otel_callbacks demo: trained {epochs}, validated, predicted {made['predictions']} images, "
+        f"exported {made['exported']}; everything it wrote is under {workdir.resolve()}"
     )
-    if output is not None:
-        print(f"  trace and metrics (OTLP/JSON lines): {output.resolve()}")
-        print(f"  replay them into a backend later: otel-callbacks send {output.resolve()}")
-    else:
-        print("  telemetry went to the exporters configured by OTEL_* variables")
+    file = tel.output.path.resolve() if tel.output is not None else None
+    for signal, destinations in tel.destinations.items():
+        for destination in destinations:
+            if destination.startswith("file "):
+                status = "written" if file is not None and file.is_file() else "not written"
+            elif not flushed:
+                status = f"NOT delivered: not flushed within {settings.shutdown_timeout:g} s"
+            elif export_failures:
+                status = f"NOT delivered: {export_failures} failed exports (logged above)"
+            else:
+                status = "delivered"
+            print(f"  {signal}: {destination} ({status})")
+    if file is not None and file.is_file() and any("file " in d for d in tel.destinations.get("traces", ())):
+        print(f"  look at it in a backend later: otel-callbacks send {file}")
     print("  timing tables: printed above at the end of each run (train, val, predict, export)")
     print("  send the same run to Jaeger (OTLP on 4318, UI on http://localhost:16686):")
-    print(
-        "    OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 otel-callbacks demo"
-    )
-    return 0
+    print("    OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \\")
+    print("    otel-callbacks demo")
+    return 1 if (export_failures or not flushed) else 0
+
+
+def expand(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Files named, found under directories (``*.jsonl``) or matched by globs; and what matched nothing."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for argument in arguments:
+        matches = [Path(m) for m in sorted(glob.glob(argument, recursive=True))] or [Path(argument)]
+        found = [f for m in matches for f in ([m] if m.is_file() else sorted(m.rglob("*.jsonl")))]
+        if found:
+            files += [f for f in found if f not in files]
+        else:
+            missing.append(argument)
+    return files, missing
 
 
 def _send(args: argparse.Namespace) -> int:
     from .replay import send
 
-    missing = [p for p in args.files if not Path(p).is_file()]
-    if missing:
-        print(f"otel-callbacks send: no such file: {', '.join(missing)}", file=sys.stderr)
+    files, missing = expand(args.files)
+    for argument in missing:
+        print(f"otel-callbacks send: no such file, or no *.jsonl under it: {argument}", file=sys.stderr)
+    if not files:
         return 2
-    sent = send(args.files)
-    print(f"otel-callbacks send: {sent.spans} spans and {sent.metric_points} metric points exported")
-    if sent.failed_exports:
-        print(
-            f"otel-callbacks send: {sent.failed_exports} export calls failed (see the log above)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    sent = send(files)
+    for line in sent.bad_lines:
+        print(line, file=sys.stderr)
+    plural = "s" if len(files) != 1 else ""
+    for name, signal, unit in (("traces", sent.traces, "spans"), ("metrics", sent.metrics, "metric points")):
+        line = f"otel-callbacks send: {name}: {signal.read} {unit} read from {len(files)} file{plural}"
+        if not signal.exporters:
+            line += f", not sent: {signal.not_sent}"
+        elif signal.failed_calls:
+            line += (
+                f", {signal.exported} exported to {', '.join(signal.exporters)}; {signal.failed_calls} of "
+                f"{signal.calls} export calls failed (see the log above)"
+            )
+        else:
+            line += f", {signal.exported} exported to {', '.join(signal.exporters)}"
+        print(line, file=sys.stderr if signal.failed_calls else sys.stdout)
+    if sent.bad_lines:
+        print(f"otel-callbacks send: {len(sent.bad_lines)} bad lines skipped (listed above)", file=sys.stderr)
+    if not sent.traces.read and not sent.metrics.read:
+        print("otel-callbacks send: nothing usable in the input", file=sys.stderr)
+        return 2
+    return 1 if (missing or sent.failed) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,19 +106,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train, validate, predict and export a YOLO model on generated data, offline, instrumented",
     )
     demo.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
-    demo.add_argument("--dir", default="runs/otel-demo", help="work directory (default runs/otel-demo)")
+    demo.add_argument(
+        "--dir", default="runs/otel-demo", help="where it writes data, runs, telemetry (runs/otel-demo)"
+    )
     demo.set_defaults(handler=_demo)
     send = commands.add_parser(
         "send",
         help="export OTLP/JSON-lines files (the embedded default's output) with the exporters that "
         "OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER name (default: otlp)",
+        description="Exit status: 0 all sent, 1 something failed (bad lines, failed exports), "
+        "2 nothing usable.",
     )
-    send.add_argument("files", nargs="+", help="files written under OTEL_CALLBACKS_DIR")
+    send.add_argument("files", nargs="+", help="files, directories (their *.jsonl) or globs")
     send.set_defaults(handler=_send)
     args = parser.parse_args(argv)
     if args.command == "demo" and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except SettingsError as exc:
+        print(f"otel-callbacks: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names the variable, its value and what is accepted."""
+
+
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -24,7 +29,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if raw.lower() in _FALSE:
         return False
-    raise ValueError(f"{name}={raw!r} is not a boolean; accepted: {', '.join(_TRUE + _FALSE)}")
+    raise SettingsError(f"{name}={raw!r} is not a boolean; accepted: {', '.join(_TRUE + _FALSE)}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -36,7 +41,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{name}={raw!r} is not accepted; expected an integer >= 0")
+        raise SettingsError(f"{name}={raw!r} is not accepted; expected an integer >= 0")
     return value
 
 
@@ -51,7 +56,7 @@ def _number(
     except ValueError:
         value = float("nan")
     if not valid(value):  # NaN fails every comparison
-        raise ValueError(f"{name}={raw!r} is not accepted; expected {expected}")
+        raise SettingsError(f"{name}={raw!r} is not accepted; expected {expected}")
     return value
 
 
@@ -71,7 +76,7 @@ def instrumentation_enabled(env: Mapping[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     try:
         return _bool(env, "OTEL_CALLBACKS_ENABLED", True) and not _bool(env, "OTEL_SDK_DISABLED", False)
-    except ValueError:
+    except SettingsError:
         return True
 
 

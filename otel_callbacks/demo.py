@@ -77,9 +77,10 @@ def run(workdir: Path, epochs: int = 3) -> dict[str, Any]:
 
     install()
     model = YOLO("yolo11n.yaml")
-    model.train(data=str(data), epochs=epochs, project=str(workdir / "runs"), name="train", **TRAIN_ARGS)
-    metrics = model.val(data=str(data), imgsz=32, batch=4, device="cpu", workers=0, plots=False)
+    runs = {"project": str(workdir / "runs"), "exist_ok": True}  # everything stays under workdir
+    model.train(data=str(data), epochs=epochs, name="train", **{**TRAIN_ARGS, **runs})
+    metrics = model.val(data=str(data), imgsz=32, batch=4, device="cpu", workers=0, plots=False, **runs)
     images = sorted((workdir / "dataset" / "images" / "val").glob("*.jpg"))
-    results = model.predict([str(p) for p in images], imgsz=32, device="cpu", verbose=False)
+    results = model.predict([str(p) for p in images], imgsz=32, device="cpu", verbose=False, **runs)
     exported = model.export(format="torchscript", imgsz=32, device="cpu")
     return {"metrics": metrics, "predictions": len(results), "exported": exported, "data": data}

@@ -55,20 +55,41 @@ def to_json_line(message: Message) -> str:
 
 
 def from_json_line(line: str) -> ExportTraceServiceRequest | ExportMetricsServiceRequest:
-    tree = json.loads(line)
-    tree = _ids(tree, lambda v: base64.b64encode(bytes.fromhex(v)).decode())
+    """One OTLP/JSON request; ``ValueError`` saying what is wrong with anything else."""
+    try:
+        tree = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(tree, dict) or not ({"resourceSpans", "resourceMetrics"} & tree.keys()):
+        raise ValueError("not an OTLP/JSON trace or metrics request (no resourceSpans or resourceMetrics)")
     message_type = ExportTraceServiceRequest if "resourceSpans" in tree else ExportMetricsServiceRequest
-    return json_format.ParseDict(tree, message_type())
+    try:
+        tree = _ids(tree, lambda v: base64.b64encode(bytes.fromhex(v)).decode())
+        return json_format.ParseDict(tree, message_type())
+    except (ValueError, json_format.ParseError) as exc:
+        raise ValueError(f"not a valid OTLP/JSON request: {str(exc).splitlines()[0]}") from None
 
 
 def read_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], bad_lines: list[str] | None = None
 ) -> Iterator[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
-    """Yield the OTLP requests a file holds, in the order they were written."""
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield from_json_line(line)
+    """Yield the OTLP requests a file holds, in the order they were written.
+
+    A line that is not one (a process killed mid-write leaves half a line) raises ``ValueError`` as
+    ``FILE:LINE: what is wrong``; given a ``bad_lines`` list, it is appended there and skipped, so
+    every good line is still read.
+    """
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield from_json_line(line)
+            except (UnicodeDecodeError, ValueError) as exc:
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                if bad_lines is None:
+                    raise ValueError(f"{path}:{number}: {reason}") from None
+                bad_lines.append(f"{path}:{number}: {reason}")
 
 
 class OtlpJsonLinesFile:

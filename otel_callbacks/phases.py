@@ -70,7 +70,7 @@ class Run:
         self.durations = durations
         self.callbacks: dict[tuple[str, str], CallbackStats] = {}
         self.buffers: dict[tuple[int, str | None], list[int]] = {}
-        self.phases: dict[str, list[int]] = {}
+        self.phases: dict[tuple[str, ...], list[int]] = {}  # path under the run's phase -> count, ns
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
         self.failures_dropped = 0
@@ -103,8 +103,8 @@ class Run:
         else:
             self.failures_dropped += 1
 
-    def add_phase(self, name: str, elapsed_ns: int) -> None:
-        totals = self.phases.setdefault(name, [0, 0])
+    def add_phase(self, path: tuple[str, ...], elapsed_ns: int) -> None:
+        totals = self.phases.setdefault(path, [0, 0])
         totals[0] += 1
         totals[1] += elapsed_ns
 
@@ -181,12 +181,20 @@ class EngineState:
 
     @property
     def epoch(self) -> int | None:
+        """The epoch as Ultralytics shows it (``1/3``) and results.csv counts it: from 1."""
         engine = self.parent.ref() if self.parent is not None else self.ref()
         epoch = getattr(engine, "epoch", None)
-        return epoch if isinstance(epoch, int) else None
+        return epoch + 1 if isinstance(epoch, int) else None
 
     def top(self, name: str) -> bool:
         return bool(self.stack) and self.stack[-1].name == name
+
+    def ancestors(self) -> tuple[str, ...]:
+        """The open phases below the run's own phase (a validator's include its trainer's)."""
+        names = [phase.name for phase in self.stack]
+        if self.parent is not None:
+            names = [phase.name for phase in self.parent.stack] + names
+        return tuple(names[1:] if names and names[0] in _RUN_PHASES else names)
 
     def innermost(self) -> Context | None:
         """The context of the innermost open phase: the parent of what starts now."""
@@ -382,7 +390,7 @@ class PhaseTracker:
         if len(buffer) >= self._limits.buffer_limit:
             self._telemetry.phase_duration.fold(buffer)
         if state.run is not None and not (name in _RUN_PHASES and state.parent is None):
-            state.run.add_phase(name, elapsed_ns)  # the run's own span is its total, not a line
+            state.run.add_phase((*state.ancestors(), name), elapsed_ns)  # the run's own span: its total
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
         times = state.batch_times

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import (
     Histogram,
     HistogramDataPoint,
     Metric,
+    MetricExportResult,
     MetricsData,
     NumberDataPoint,
     ResourceMetrics,
@@ -24,10 +25,12 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from . import otlp_file
+from .telemetry import exporter_names, new_exporter
 
 BATCH = 512  # spans per export call, as the SDK's batch processor sends them
 
@@ -162,56 +165,112 @@ def metrics_data(request: Any) -> MetricsData:
 
 
 @dataclass
+class Signal:
+    """What happened to one signal's data in a replay."""
+
+    exporters: list[str]  # the exporters it went to; empty: not sent
+    not_sent: str = ""  # why, when it was not sent
+    read: int = 0  # spans, or metric points, read from the files
+    exported: int = 0  # of them, in export calls that every exporter accepted
+    calls: int = 0
+    failed_calls: int = 0
+
+
+@dataclass
 class Sent:
-    spans: int = 0
-    metric_points: int = 0
-    failed_exports: int = 0
+    traces: Signal
+    metrics: Signal
+    bad_lines: list[str] = field(default_factory=list)  # FILE:LINE: what is wrong
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.bad_lines or self.traces.failed_calls or self.metrics.failed_calls)
+
+
+_OTHER = {"traces": "metrics", "metrics": "traces"}
+
+
+def replay_exporter_names(signal: str) -> tuple[list[str], str]:
+    """The exporters a replay sends ``signal`` to, or none and the reason.
+
+    A replay is for a backend, not for another file: with neither ``OTEL_TRACES_EXPORTER`` nor
+    ``OTEL_METRICS_EXPORTER`` set, both signals go to ``otlp``. With only the other one set, this
+    signal goes to ``otlp`` only where an OTLP endpoint variable is set; otherwise it is not sent
+    (rather than retried for seconds against a default endpoint that nothing listens on).
+    """
+    variable = f"OTEL_{signal.upper()}_EXPORTER"
+    names = exporter_names(signal)
+    if names is not None:
+        return names, "" if names else f"{variable}=none"
+    if exporter_names(_OTHER[signal]) is None:
+        return ["otlp"], ""
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if any(os.environ.get(e, "").strip() for e in endpoints):
+        return ["otlp"], ""
+    other = f"OTEL_{_OTHER[signal].upper()}_EXPORTER"
+    return [], f"{variable} is unset while {other} is set, and no OTLP endpoint is"
+
+
+def _exporters(signal: str) -> tuple[Signal, list[Any]]:
+    from opentelemetry.sdk.metrics.export import MetricReader
+
+    names, not_sent = replay_exporter_names(signal)
+    exporters = [new_exporter(signal, name) for name in names]
+    pushed = [(n, e) for n, e in zip(names, exporters) if not isinstance(e, MetricReader)]
+    pulled = [n for n in names if n not in {n for n, _ in pushed}]
+    if pulled and not pushed:
+        not_sent = f"{', '.join(pulled)} is scraped, not pushed: nothing to replay into"
+    return Signal([n for n, _ in pushed], not_sent), [e for _, e in pushed]
+
+
+def _export(signal: Signal, exporters: list[Any], batch: Any, size: int) -> None:
+    if not exporters:
+        return
+    signal.calls += 1
+    ok = True
+    for exporter in exporters:
+        try:
+            result = exporter.export(batch)
+        except Exception:
+            result = None
+        ok = ok and result in (SpanExportResult.SUCCESS, MetricExportResult.SUCCESS)
+    if ok:
+        signal.exported += size
+    else:
+        signal.failed_calls += 1
 
 
 def send(paths: Iterable[str | os.PathLike[str]]) -> Sent:
-    """Export every span and metric in the files with the exporters ``OTEL_*`` variables name.
-
-    Unset ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` mean ``otlp`` here: a replay is for a
-    backend, not for another file.
-    """
-    from opentelemetry.sdk.metrics.export import MetricExportResult, MetricReader
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
-    from .telemetry import exporter_names, new_exporter
-
-    span_exporters = [new_exporter("traces", n) for n in exporter_names("traces", default="otlp")]
-    metric_exporters = [new_exporter("metrics", n) for n in exporter_names("metrics", default="otlp")]
-    metric_exporters = [
-        e for e in metric_exporters if not isinstance(e, MetricReader)
-    ]  # pull readers can't replay
-    sent = Sent()
+    """Export every good span and metric point in the files with the exporters the ``OTEL_*``
+    variables name (see :func:`replay_exporter_names`); bad lines are skipped and listed."""
+    traces, span_exporters = _exporters("traces")
+    metrics, metric_exporters = _exporters("metrics")
+    sent = Sent(traces, metrics)
     pending: list[ReadableSpan] = []
 
     def flush_spans() -> None:
-        for exporter in span_exporters:
-            if exporter.export(pending) is not SpanExportResult.SUCCESS:
-                sent.failed_exports += 1
-        sent.spans += len(pending)
+        _export(traces, span_exporters, pending, len(pending))
         pending.clear()
 
     try:
         for path in paths:
-            for request in otlp_file.read_file(path):
+            for request in otlp_file.read_file(path, sent.bad_lines):
                 if hasattr(request, "resource_spans"):
-                    pending.extend(spans(request))
+                    batch = list(spans(request))
+                    traces.read += len(batch)
+                    pending.extend(batch)
                     if len(pending) >= BATCH:
                         flush_spans()
                     continue
                 data = metrics_data(request)
-                for exporter in metric_exporters:
-                    if exporter.export(data) is not MetricExportResult.SUCCESS:
-                        sent.failed_exports += 1
-                sent.metric_points += sum(
+                points = sum(
                     len(m.data.data_points)
                     for rm in data.resource_metrics
                     for sm in rm.scope_metrics
                     for m in sm.metrics
                 )
+                metrics.read += points
+                _export(metrics, metric_exporters, data, points)
         if pending:
             flush_spans()
     finally:

@@ -21,7 +21,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import exporter_logs, semconv
-from .config import Settings
+from .config import Settings, SettingsError
 from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
 from .phases import PhaseTracker
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
@@ -44,8 +44,11 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None,
         owned: Iterable[Any] = (),
         output: Any = None,
+        destinations: dict[str, list[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self.destinations = destinations or {}
+        """Where each signal goes ("traces", "metrics"), described for people."""
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's file, when it is used
@@ -152,15 +155,16 @@ class Telemetry:
         with contextlib.suppress(Exception):
             self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind}, context=NO_CONTEXT)
 
-    def shutdown(self, timeout: float | None = None) -> None:
-        """Flush and shut down what this module built, waiting at most ``timeout`` seconds.
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and shut down what this module built, waiting at most ``timeout`` seconds; whether
+        that finished in time.
 
         Shutting a meter provider down collects once more, which flushes the buffered durations.
         """
         self.phases.close_all("process exit")
         owned, self.owned = self.owned, []
         if not owned:
-            return
+            return True
         logs = self.export_logs
 
         def _shutdown() -> None:
@@ -181,6 +185,7 @@ class Telemetry:
                 "(OTEL_CALLBACKS_SHUTDOWN_TIMEOUT); unsent data is dropped",
                 self.settings.shutdown_timeout if timeout is None else timeout,
             )
+        return not worker.is_alive()
 
 
 def _version() -> str:
@@ -200,7 +205,7 @@ def new_exporter(signal: str, name: str) -> Any:
         ).strip()
         protocols = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
         if protocol not in protocols:
-            raise ValueError(
+            raise SettingsError(
                 f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; accepted: grpc, http/protobuf"
             )
         name = protocols[protocol]
@@ -208,7 +213,7 @@ def new_exporter(signal: str, name: str) -> Any:
     found = {ep.name: ep for ep in entry_points(group=group)}
     if name not in found:
         hint = " (pip install 'otel-callbacks[otlp]')" if name.startswith("otlp") else ""
-        raise ValueError(
+        raise SettingsError(
             f"OTEL_{signal.upper()}_EXPORTER names {name!r}, which no installed package provides{hint}; "
             f"available: {', '.join(sorted(found | {'none': None})) or 'none'}"
         )
@@ -230,11 +235,14 @@ def _build_tracer_provider(resource: Any, file: Any) -> Any:
     from .otlp_file import FileSpanExporter
 
     names = exporter_names("traces")
-    exporters = [FileSpanExporter(file)] if names is None else [new_exporter("traces", n) for n in names]
+    if names is None:
+        exporters = {_FILE: FileSpanExporter(file)}
+    else:
+        exporters = {n: new_exporter("traces", n) for n in names}
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
-    for exporter in exporters:
+    for exporter in exporters.values():
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return provider, _describe(exporters, file)
 
 
 def _build_meter_provider(resource: Any, file: Any) -> Any:
@@ -244,17 +252,32 @@ def _build_meter_provider(resource: Any, file: Any) -> Any:
     from .otlp_file import FileMetricExporter
 
     names = exporter_names("metrics")
-    readers = []
     if names is None:
-        readers.append(PeriodicExportingMetricReader(FileMetricExporter(file)))
-    for name in names or ():
-        exporter = new_exporter("metrics", name)
-        readers.append(
-            exporter if isinstance(exporter, MetricReader) else PeriodicExportingMetricReader(exporter)
-        )
-    return MeterProvider(
+        exporters = {_FILE: FileMetricExporter(file)}
+    else:
+        exporters = {n: new_exporter("metrics", n) for n in names}
+    readers = [
+        e if isinstance(e, MetricReader) else PeriodicExportingMetricReader(e) for e in exporters.values()
+    ]
+    provider = MeterProvider(
         resource=resource, metric_readers=readers, views=metric_views(), shutdown_on_exit=False
     )
+    return provider, _describe(exporters, file)
+
+
+_FILE = "file"
+
+
+def _describe(exporters: dict[str, Any], file: Any) -> list[str]:
+    """Where a signal goes, for people: the file's path, or each exporter and its endpoint."""
+    described = []
+    for name, exporter in exporters.items():
+        endpoint = getattr(exporter, "_endpoint", None)
+        if name == _FILE:
+            described.append(f"{_FILE} {file.path.resolve()}")
+        else:
+            described.append(f"{name} to {endpoint}" if isinstance(endpoint, str) else name)
+    return described or ["nowhere (none)"]
 
 
 def configure(
@@ -286,6 +309,7 @@ def configure(
         meter_provider = meter_provider or _application_provider(metrics.get_meter_provider())
         owned = []
         output = None
+        destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
         if tracer_provider is None or meter_provider is None:
             service = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "ultralytics"}
             resource = Resource.create(service)
@@ -293,13 +317,13 @@ def configure(
 
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME])
             if tracer_provider is None:
-                tracer_provider = _build_tracer_provider(resource, output)
+                tracer_provider, destinations["traces"] = _build_tracer_provider(resource, output)
                 owned.append(tracer_provider)
             if meter_provider is None:
-                meter_provider = _build_meter_provider(resource, output)
+                meter_provider, destinations["metrics"] = _build_meter_provider(resource, output)
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
-        active = Telemetry(settings, tracer_provider, meter_provider, owned, output)
+        active = Telemetry(settings, tracer_provider, meter_provider, owned, output, destinations)
         return active
 
 
@@ -315,13 +339,12 @@ def ensure_configured() -> Telemetry:
         return active if active is not None else configure()
 
 
-def shutdown(timeout: float | None = None) -> None:
-    """Flush and stop the active telemetry (also run at process exit)."""
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop the active telemetry (also run at process exit); whether it finished in time."""
     global active
     with _lock:
         current, active = active, None
-    if current is not None:
-        current.shutdown(timeout)
+    return current is None or current.shutdown(timeout)
 
 
 atexit.register(shutdown)

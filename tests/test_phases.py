@@ -100,15 +100,15 @@ def test_two_epoch_training_tree(recorded):
     assert all(s.context.trace_id == train.context.trace_id for s in tree.spans), "one tree"
     assert tree.parent_names(tree.phases("setup")) == ["train"]
     epochs = tree.phases("epoch")
-    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [0, 1]
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2], "as Ultralytics shows it: 1/2, 2/2"
     assert tree.parent_names(epochs) == ["train", "train"]
-    assert Counter(tree.parent(b).attributes[sc.ATTR_EPOCH] for b in tree.phases("batch")) == {0: 2, 1: 2}
+    assert Counter(tree.parent(b).attributes[sc.ATTR_EPOCH] for b in tree.phases("batch")) == {1: 2, 2: 2}
     assert Counter(tree.parent_names(tree.phases("dataloader"))) == {"epoch": 4}
     (final_eval,) = tree.phases("final_eval")
     assert tree.parent(final_eval) is train
     vals = tree.phases("val")
     assert tree.parent_names(vals) == ["epoch", "epoch", "final_eval"]
-    assert [v.attributes.get(sc.ATTR_EPOCH) for v in vals] == [0, 1, 1]
+    assert [v.attributes.get(sc.ATTR_EPOCH) for v in vals] == [1, 2, 2]
 
     # callback spans are children of the innermost open phase of their engine
     expected_parent = {

@@ -240,9 +240,9 @@ def test_cloudpickled_dict_emits_spans_in_a_new_process(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()
     assert out == [
-        "on_train_epoch_end otel_callbacks.hooks.on_train_epoch_end 4",
+        "on_train_epoch_end otel_callbacks.hooks.on_train_epoch_end 5",
         "on_train_epoch_end tests.test_registry.test_cloudpickled_dict_emits_spans_in_a_new_process"
-        ".<locals>.<lambda> 4",
+        ".<locals>.<lambda> 5",
     ]
 
 

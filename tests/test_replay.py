@@ -61,7 +61,8 @@ def test_send_replays_the_file_into_otlp_grpc_with_the_tree_intact(trace_file, r
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     expected = file_spans(trace_file)
     assert main(["send", str(trace_file)]) == 0
-    assert f"{len(expected)} spans and" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"traces: {len(expected)} spans read from 1 file, {len(expected)} exported to otlp" in out
     received = {s.span_id: s for s in receiver.spans()}
     assert received.keys() == expected.keys()
     for span_id, span in expected.items():
@@ -88,12 +89,13 @@ def test_send_reports_a_backend_that_is_down(trace_file, monkeypatch, capsys):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # seconds, as the Python exporters read it
     assert main(["send", str(trace_file)]) == 1
-    assert "export calls failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "traces: " in err and "export calls failed" in err
 
 
 def test_send_names_a_missing_file(capsys):
     assert main(["send", "/nonexistent/trace.jsonl"]) == 2
-    assert "no such file: /nonexistent/trace.jsonl" in capsys.readouterr().err
+    assert "no such file, or no *.jsonl under it: /nonexistent/trace.jsonl" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import pytest
@@ -107,16 +108,39 @@ def test_table_numbers_match_the_spans_and_metrics_of_the_run(recorded, capsys):
     (train,) = recorded.phase_spans("train")
     assert report.run_ns == pytest.approx(train.end_time - train.start_time, abs=200_000)
     phase_points = {a[sc.ATTR_PHASE]: p for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
-    for phase, (count, total) in report.phases.items():
+    by_phase = {}
+    for path, (count, total) in report.phases.items():
+        by_phase.setdefault(path[-1], [0, 0])
+        by_phase[path[-1]][0] += count
+        by_phase[path[-1]][1] += total
+    for phase, (count, total) in by_phase.items():
         assert count == phase_points[phase].count, phase
         assert total / 1e9 == pytest.approx(phase_points[phase].sum, rel=1e-9)
-    assert set(report.phases) == {"setup", "epoch", "batch", "dataloader", "val", "final_eval"}
-    assert report.phases["batch"][0] == 10 and report.phases["val"][0] == 3
+    assert set(report.phases) == {
+        ("setup",),
+        ("epoch",),
+        ("epoch", "batch"),
+        ("epoch", "dataloader"),
+        ("epoch", "val"),
+        ("final_eval",),
+        ("final_eval", "val"),
+    }
+    assert report.phases["epoch", "batch"][0] == 10 and by_phase["val"][0] == 3
     assert 0 < report.overhead_ns < report.run_ns
 
     out = capsys.readouterr().out
     assert out.startswith("otel_callbacks: train run took")
     assert "phase breakdown:" in out and "instrumentation overhead:" in out
+    assert out.count("train run took") == 1, "printed once"
+    shares = phase_shares(out)
+    assert shares["train"] == pytest.approx(100, abs=0.11)
+    for parent, children in (
+        ("train", ["setup", "epoch", "final_eval"]),
+        ("epoch", ["dataloader", "batch", "val"]),
+    ):
+        assert sum(shares[c] for c in children) + shares.get(f"{parent}/(no phase)", 0) == pytest.approx(
+            shares[parent], abs=0.25
+        ), parent
     line = next(
         line for line in out.splitlines() if line.startswith("on_train_batch_end") and "<lambda>" in line
     )
@@ -135,3 +159,31 @@ def test_summary_also_goes_through_logging(recorded, caplog):
     caplog.set_level(logging.INFO, logger=sc.LOGGER_NAME)
     run_train(DetectionTrainer(), epochs=1, batches=1)
     assert any(r.getMessage().startswith("otel_callbacks: train run took") for r in caplog.records)
+
+
+def phase_shares(table):
+    """'% run' of each line of the phase breakdown, by name (the (no phase) lines by their parent)."""
+    lines = table.split("phase breakdown:")[1].splitlines()[2:]
+    shares, parents = {}, {}
+    for line in lines:
+        if not line.startswith("  ") or "%" not in line:
+            break
+        label = line[2:24]
+        depth, name = (len(label) - len(label.lstrip())) // 2, label.strip()
+        parents[depth] = name
+        key = f"{parents[depth - 1]}/{name}" if name == "(no phase)" else name
+        shares.setdefault(key, float(line.split()[-1].rstrip("%")))
+    return shares
+
+
+def test_the_table_nests_phases_and_folds_fast_callbacks_into_one_line(recorded, capsys):
+    trainer = DetectionTrainer()
+    trainer.add_callback("on_train_batch_end", lambda t: time.sleep(0.002))
+    run_train(trainer, epochs=2, batches=3, val_batches=2)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("on_")]
+    assert len(rows) == 1 and "<lambda>" in rows[0], "only the callback over 0.1 ms gets its own row"
+    assert re.search(r"^\d+ more callbacks with a mean under 0.1 ms: \d+ calls", out, re.M)
+    assert re.search(r"^      batch\s+6 ", out, re.M), "batches nested two levels under train"
+    assert re.search(r"^      val\s+1 ", out, re.M) and re.search(r"^      val\s+2 ", out, re.M)
+    assert "(one that made a span)" in out

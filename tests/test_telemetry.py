@@ -63,7 +63,7 @@ def test_embedded_default_writes_otlp_json_lines_parseable_into_spans(tmp_path):
     assert [s.name for s in spans] == ["on_train_epoch_end", "on_train_epoch_end"]
     first = {a.key: a.value for a in spans[1].attributes}
     assert first[semconv.ATTR_CALLBACK].string_value == "__main__.user_callback"
-    assert first[semconv.ATTR_EPOCH].int_value == 0
+    assert first[semconv.ATTR_EPOCH].int_value == 1, "trainer.epoch 0 is epoch 1 for the user"
     assert len(spans[0].trace_id) == 16 and len(spans[0].span_id) == 8
     raw = json.loads(next(line for line in lines if "resourceSpans" in line))
     trace_id = raw["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]

@@ -58,7 +58,7 @@ def test_training_in_ultralytics_order_gives_a_span_per_non_batch_call(recorded)
         }
     )
     epoch_end = recorded.spans("on_train_epoch_end")
-    assert [s.attributes[A.ATTR_EPOCH] for s in epoch_end] == [0, 1]
+    assert [s.attributes[A.ATTR_EPOCH] for s in epoch_end] == [1, 2]
     first = epoch_end[0].attributes
     assert first[A.ATTR_EVENT] == "on_train_epoch_end"
     assert first[A.ATTR_CALLBACK] == "otel_callbacks.hooks.on_train_epoch_end"
@@ -67,10 +67,10 @@ def test_training_in_ultralytics_order_gives_a_span_per_non_batch_call(recorded)
     assert A.ATTR_BATCH_INDEX not in first
     batches = recorded.spans("on_train_batch_start")
     assert [(s.attributes[A.ATTR_EPOCH], s.attributes[A.ATTR_BATCH_INDEX]) for s in batches] == [
-        (0, 0),
-        (0, 1),
         (1, 0),
         (1, 1),
+        (2, 0),
+        (2, 1),
     ]
     val = recorded.spans("on_val_batch_end")
     assert [s.attributes[A.ATTR_BATCH_INDEX] for s in val] == [0, 1] * 3
@@ -162,7 +162,7 @@ def test_batch_spans_are_sampled_but_metrics_count_every_call(recorded):
     run_train(trainer, epochs=2, batches=10, val_batches=9)
     starts = recorded.spans("on_train_batch_start")
     assert [(s.attributes[A.ATTR_EPOCH], s.attributes[A.ATTR_BATCH_INDEX]) for s in starts] == [
-        (epoch, index) for epoch in (0, 1) for index in (0, 1, 4, 8)
+        (epoch, index) for epoch in (1, 2) for index in (0, 1, 4, 8)
     ]
     assert [s.attributes[A.ATTR_BATCH_INDEX] for s in recorded.spans("on_val_batch_end")] == [
         0,
