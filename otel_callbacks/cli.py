@@ -23,8 +23,8 @@ def _demo(args: argparse.Namespace) -> int:
         settings = replace(settings, output_dir=workdir / "otel")  # everything under --dir
     tel = telemetry.configure(settings)
     made = demo.run(workdir, epochs=args.epochs)
-    export_failures = tel.errors_seen.get(exporter_logs.ERROR_TYPE, 0)
     flushed = telemetry.shutdown()  # flush everything before saying where it is
+    export_failures = tel.errors_seen.get(exporter_logs.ERROR_TYPE, 0)
     epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     print()
     print(

@@ -117,7 +117,8 @@ class Report:
             total = sum(s.total_ns for s in fast)
             lines.append(
                 f"{len(fast)} more callbacks with a mean under {FAST_NS / 1e6:g} ms: "
-                f"{sum(s.calls for s in fast)} calls, {total / 1e9:.3f} s, {100 * total / run:.1f}% of the run"
+                f"{sum(s.calls for s in fast)} calls, {total / 1e9:.3f} s, "
+                f"{100 * total / run:.1f}% of the run"
             )
         lines += _phase_lines(self.mode, self.run_ns, self.phases)
         lines.append(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,26 @@ from otel_callbacks.histograms import metric_views
 
 # Before anything imports ultralytics: offline, a private config dir, a local font.
 prepare_offline(Path(tempfile.mkdtemp(prefix="otel-callbacks-yolo-config-")))
+# Tests write only to temporary directories (Ultralytics' runs: tests/e2e/conftest.py).
+_SCRATCH = Path(tempfile.mkdtemp(prefix="otel-callbacks-tests-"))
+os.environ["OTEL_CALLBACKS_DIR"] = str(_SCRATCH / "otel")
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _checkout_entries() -> set[str]:
+    runs = _CHECKOUT / "runs"
+    return {p.name for p in _CHECKOUT.iterdir()} | {f"runs/{p.name}" for p in runs.glob("*")}
+
+
+_BEFORE = _checkout_entries()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test wrote into the checkout instead of a temporary directory."""
+    written = sorted(_checkout_entries() - _BEFORE - {".pytest_cache"})
+    if written:
+        session.exitstatus = 1
+        print(f"\nFAILED: tests wrote into the checkout: {', '.join(written)}")
 
 
 def pytest_addoption(parser):
@@ -70,6 +91,20 @@ class Recorded:
 
     def durations(self):
         return self.points(semconv.METRIC_CALLBACK_DURATION)
+
+
+@pytest.fixture
+def trace_file(tmp_path):
+    """The embedded default's file from a synthetic 2-epoch training whose callback raised."""
+    from tests.test_replay import SYNTHETIC_RUN
+    from tests.test_telemetry import run_python
+
+    out = run_python(
+        SYNTHETIC_RUN, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel"), "OTEL_CALLBACKS_SUMMARY": "0"}
+    )
+    assert out.returncode == 0, out.stderr
+    (path,) = (tmp_path / "otel").glob("*.jsonl")
+    return path
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_replay import file_spans, trace_file  # noqa: F401 - a fixture
+from tests.test_replay import file_spans
 from tests.test_telemetry import run_python
 
 COMMAND = str(Path(sys.executable).parent / "otel-callbacks")
@@ -45,7 +45,7 @@ def test_send_names_each_bad_line_and_exits_2_when_nothing_is_usable(tmp_path, c
     assert "nothing usable" in out.stderr
 
 
-def test_a_file_cut_mid_line_sends_every_good_line(tmp_path, trace_file):  # noqa: F811
+def test_a_file_cut_mid_line_sends_every_good_line(tmp_path, trace_file):
     lines = trace_file.read_bytes().splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
@@ -64,7 +64,7 @@ def file_spans_of(line: bytes):
     return [s for rs in getattr(request, "resource_spans", []) for ss in rs.scope_spans for s in ss.spans]
 
 
-def test_send_takes_directories_and_globs(tmp_path, trace_file):  # noqa: F811
+def test_send_takes_directories_and_globs(tmp_path, trace_file):
     spans = len(file_spans(trace_file))
     by_dir = cli("send", trace_file.parent, env=CONSOLE)
     by_glob = cli("send", f"{trace_file.parent}/*.jsonl", env=CONSOLE)
@@ -75,7 +75,7 @@ def test_send_takes_directories_and_globs(tmp_path, trace_file):  # noqa: F811
     assert missing.returncode == 1 and "no such file, or no *.jsonl under it" in missing.stderr
 
 
-def test_one_signal_set_does_not_send_the_other_to_a_default_endpoint(trace_file):  # noqa: F811
+def test_one_signal_set_does_not_send_the_other_to_a_default_endpoint(trace_file):
     started = time.monotonic()
     out = cli("send", trace_file, env={"OTEL_TRACES_EXPORTER": "console"})
     elapsed = time.monotonic() - started
@@ -84,7 +84,7 @@ def test_one_signal_set_does_not_send_the_other_to_a_default_endpoint(trace_file
     assert elapsed < 6, f"{elapsed:.1f} s: it tried a backend nobody named"
 
 
-def test_metrics_exporter_none_is_not_reported_as_exported(trace_file):  # noqa: F811
+def test_metrics_exporter_none_is_not_reported_as_exported(trace_file):
     out = cli("send", trace_file, env={"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "none"})
     assert out.returncode == 0 and "not sent: OTEL_METRICS_EXPORTER=none" in out.stdout
 
@@ -101,7 +101,7 @@ def test_metrics_exporter_none_is_not_reported_as_exported(trace_file):  # noqa:
 @pytest.mark.parametrize("command", ["demo", "send"])
 def test_an_invalid_setting_is_one_line_and_exit_status_2(
     tmp_path, trace_file, command, variable, value, accepted
-):  # noqa: F811
+):
     if command == "send" and variable.startswith("OTEL_CALLBACKS_"):
         pytest.skip("send reads only the exporter variables")
     args = ("demo", "--dir", tmp_path / "demo") if command == "demo" else ("send", trace_file)

@@ -10,7 +10,6 @@ import pytest
 from otel_callbacks import otlp_file
 from otel_callbacks.cli import main
 from tests.otlp_receiver import Receiver
-from tests.test_telemetry import run_python
 
 SYNTHETIC_RUN = """
 from tests.engines import DetectionTrainer, run_train
@@ -36,16 +35,6 @@ def file_spans(path):
         for ss in rs.scope_spans
         for s in ss.spans
     }
-
-
-@pytest.fixture
-def trace_file(tmp_path):
-    out = run_python(
-        SYNTHETIC_RUN, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel"), "OTEL_CALLBACKS_SUMMARY": "0"}
-    )
-    assert out.returncode == 0, out.stderr
-    (path,) = (tmp_path / "otel").glob("*.jsonl")
-    return path
 
 
 @pytest.fixture

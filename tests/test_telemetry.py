@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ for cb in callbacks["on_train_epoch_end"]:
 def run_python(code, env=None, timeout=60, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST"))} | (env or {})
     full_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    full_env.setdefault("OTEL_CALLBACKS_DIR", tempfile.mkdtemp(prefix="otel-callbacks-test-"))
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=full_env,

@@ -7,6 +7,15 @@ import pytest
 from otel_callbacks import demo, uninstall
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _runs_in_a_temporary_directory(tmp_path_factory):
+    """Where Ultralytics puts what a call without ``project=`` writes (the settings file lives in the
+    temporary YOLO_CONFIG_DIR, so subprocesses read the same)."""
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update(runs_dir=str(tmp_path_factory.mktemp("runs")))
+
+
 @pytest.fixture(scope="session")
 def data(tmp_path_factory):
     return demo.make_dataset(tmp_path_factory.mktemp("dataset"))

@@ -1,5 +1,5 @@
 """The README's main job: ``otel-callbacks demo`` trains, validates, predicts, exports, and says where
-the trace is."""
+each signal went."""
 
 from __future__ import annotations
 
@@ -13,21 +13,43 @@ from pathlib import Path
 from tests.e2e.test_ultralytics import spans_in
 
 
-def test_demo_runs_offline_and_leaves_a_trace_file(tmp_path):
-    env = {**os.environ, "OTEL_CALLBACKS_DIR": str(tmp_path / "otel")}
-    out = subprocess.run(
-        [sys.executable, "-m", "otel_callbacks", "demo", "--epochs", "1", "--dir", str(tmp_path / "demo")],
-        env=env, capture_output=True, text=True, timeout=600,
+def demo(tmp_path, env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "otel_callbacks", "demo", "--epochs", "1", "--dir", "demo"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def test_demo_runs_offline_and_keeps_everything_under_its_dir(tmp_path):
+    out = demo(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "trained 1 epoch," in out.stdout
     for mode in ("train", "val", "predict", "export"):
         assert f"otel_callbacks: {mode} run took" in out.stdout, mode
-    (path,) = re.findall(r"trace and metrics \(OTLP/JSON lines\): (\S+)", out.stdout)
-    assert Path(path).parent == tmp_path / "otel"
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT=" in out.stdout and f"otel-callbacks send {path}" in out.stdout
-    roots = Counter(s.name for s in spans_in(tmp_path / "otel") if not s.parent_span_id)
+    (path,) = re.findall(r"traces: file (\S+) \(written\)", out.stdout)
+    assert f"metrics: file {path} (written)" in out.stdout
+    assert Path(path).parent == tmp_path / "demo" / "otel"
+    assert f"otel-callbacks send {path}" in out.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT=" in out.stdout
+    roots = Counter(s.name for s in spans_in(tmp_path / "demo" / "otel") if not s.parent_span_id)
     assert roots == {"train": 1, "val": 1, "predict": 1, "export": 1}
     assert (tmp_path / "demo" / "runs" / "train" / "weights" / "best.torchscript").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"], "nothing written outside --dir"
+
+
+def test_demo_says_when_a_backend_did_not_get_the_traces(tmp_path):
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # the discard port: refused
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT": "3",
+    }
+    out = demo(tmp_path, env)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert re.search(r"traces: otlp to http://127.0.0.1:9/v1/traces \(NOT delivered", out.stdout), out.stdout
+    (path,) = re.findall(r"metrics: file (\S+) \(written\)", out.stdout)
+    assert "trace and metrics" not in out.stdout and "otel-callbacks send" not in out.stdout
+    assert Path(path).is_file()
 
 
 def test_demo_rejects_zero_epochs():
@@ -35,3 +57,14 @@ def test_demo_rejects_zero_epochs():
         [sys.executable, "-m", "otel_callbacks", "demo", "--epochs", "0"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "--epochs must be at least 1, got 0" in out.stderr
+
+
+def test_the_readme_offline_example_trains(tmp_path):
+    from tests.test_readme import python_block
+    from tests.test_telemetry import run_python
+
+    code = python_block("Use with Ultralytics", 1)
+    assert "coco8" not in code and "yolo11n.yaml" in code
+    out = run_python(code, {"OTEL_CALLBACKS_SUMMARY": "false"}, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "work" / "runs" / "train" / "weights" / "best.pt").is_file()
