@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.e2e.backends import free_port, get_json, prometheus, prometheus_exporter_env, stop, wait_until
+from tests.e2e.backends import (
+    free_port,
+    get_json,
+    prometheus,
+    prometheus_exporter_env,
+    promql,
+    stop,
+    wait_until,
+)
 from tests.test_dashboards import substitute
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
@@ -18,6 +26,9 @@ TRAIN_SLOW_AND_FAILING = """
 import sys, time
 import otel_callbacks
 otel_callbacks.install()
+otel_callbacks.configure()  # the exporter listens from here
+print("READY", flush=True)
+sys.stdin.readline()  # until Prometheus has a first sample: rates need one before the training
 from ultralytics import YOLO
 
 def checkpoint_uploader(trainer):  # the slow one: 1.2 s per epoch
@@ -60,6 +71,10 @@ def test_slow_callback_alert_fires_and_every_panel_has_data(data, tmp_path):
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
+            wait_until(lambda: "READY" in trainer.stdout.readline(), 120, "the exporter to listen", 0)
+            wait_until(lambda: promql(url, 'up{job="otel-callbacks"} == 1'), 60, "a first scrape")
+            trainer.stdin.write("\n")
+            trainer.stdin.flush()
             wait_until(lambda: "TRAINED" in trainer.stdout.readline(), 240, "the training to finish", 0)
             trained_at = time.time()
             time.sleep(3)  # a few scrapes after the last observations
