@@ -33,8 +33,8 @@ model.train(data=args["data"], epochs=args["epochs"], imgsz=args["imgsz"], batch
 wall = time.perf_counter() - start
 report = {}
 if args["instrumented"]:
-    from otel_callbacks import telemetry
-    r = telemetry.active.phases.last_report
+    from otel_callbacks import tracing
+    r = tracing.current_tracker().last_report
     steps = r.phases["batch"][0]
     report = {"overhead_ns": r.overhead_ns, "steps": steps, "step_ns": r.phases["batch"][1] / steps,
               "calls": sum(s.calls for s in r.callbacks.values())}
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from otel_callbacks import demo
+    from otel_callbacks.apps import demo
 
     work = Path(tempfile.mkdtemp(prefix="otel-callbacks-bench-"))
     demo.prepare_offline(work / "config")

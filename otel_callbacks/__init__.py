@@ -6,8 +6,7 @@ Same names as Ultralytics' module; every callback that enters a callbacks dict m
 
 from __future__ import annotations
 
-from .config import Limits, Settings
-from .histograms import metric_views
+from .config import Limits, Settings, SettingsError
 from .hooks import (
     default_callbacks,
     on_before_zero_grad,
@@ -36,16 +35,15 @@ from .hooks import (
     optimizer_step,
     teardown,
 )
-from .integrations import add_integration_callbacks
 from .registry import CallbackDict, CallbackList, get_default_callbacks
-from .telemetry import configure, shutdown
-from .timing import InstrumentedCallback, instrument
-from .ultralytics import install, uninstall
-
-__version__ = "0.1.0"
-
+from .telemetry import configure, metric_views, shutdown
+from .tracing import InstrumentedCallback, instrument
+from .ultralytics.dropin import install, uninstall
+from .ultralytics.integrations import add_integration_callbacks
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "CallbackDict",
     "CallbackList",
     "InstrumentedCallback",

@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from .package import _instruments
-from .ultralytics import install, uninstall
+from .ultralytics.dropin import install, uninstall
 
 
 class UltralyticsInstrumentor(BaseInstrumentor):

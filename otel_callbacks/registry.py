@@ -18,7 +18,8 @@ from typing import Any, SupportsIndex
 
 from . import hooks, semconv
 from .hooks import EVENTS
-from .timing import instrument
+from .tracing.wrapper import instrument
+from .ultralytics.defaults import default_callbacks as ultralytics_default_callbacks
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
@@ -152,6 +153,4 @@ def get_default_callbacks() -> CallbackDict:
     While installed into Ultralytics, the hooks are Ultralytics' own, so that dicts Ultralytics
     resets (``reset_callbacks``) still compare equal to a fresh one, as they do without us.
     """
-    from .ultralytics import default_callbacks
-
-    return CallbackDict(list, deepcopy(default_callbacks() or hooks.default_callbacks))
+    return CallbackDict(list, deepcopy(ultralytics_default_callbacks() or hooks.default_callbacks))

@@ -24,6 +24,25 @@ ATTR_ERROR_TYPE = "error.type"
 INTEGRATION_DEFAULT = "default"
 INTEGRATION_USER = "user"
 
+# Modules whose callbacks are the framework's defaults rather than an integration's.
+_DEFAULT_MODULES = ("otel_callbacks.hooks", "ultralytics.utils.callbacks.base")
+_ULTRALYTICS_CALLBACKS = "ultralytics.utils.callbacks."
+_RENAMED = {"wb": "wandb"}
+
+
+def integration_of_module(module: str) -> str:
+    """The ATTR_INTEGRATION value of a callback defined in ``module``:
+    ``ultralytics.utils.callbacks.tensorboard`` -> ``tensorboard``; unknown modules -> ``user``."""
+    if module in _DEFAULT_MODULES:
+        return INTEGRATION_DEFAULT
+    if module.startswith(_ULTRALYTICS_CALLBACKS):
+        name = module[len(_ULTRALYTICS_CALLBACKS) :].split(".")[0]
+        return _RENAMED.get(name, name)
+    if module == "ultralytics.utils.events":
+        return "events"
+    return INTEGRATION_USER
+
+
 # Values of ATTR_MODE.
 MODE_TRAIN = "train"
 MODE_VAL = "val"

@@ -92,6 +92,6 @@ def durations_by_callback(recorded) -> dict[tuple[str, str], object]:
 
 def held_values() -> tuple[int, int]:
     """Values held in the hot path's lists now, and how many lists hold them."""
-    histogram = telemetry.active.callback_duration
+    histogram = telemetry.current().callback_duration
     sources = list(histogram._sources.values())
     return sum(len(s.values) for s in sources), len(sources)

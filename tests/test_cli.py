@@ -58,7 +58,7 @@ def test_a_file_cut_mid_line_sends_every_good_line(tmp_path, trace_file):
 
 
 def file_spans_of(line: bytes):
-    from otel_callbacks import otlp_file
+    from otel_callbacks.telemetry import otlp_file
 
     request = otlp_file.from_json_line(line.decode())
     return [s for rs in getattr(request, "resource_spans", []) for ss in rs.scope_spans for s in ss.spans]

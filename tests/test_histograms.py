@@ -10,7 +10,7 @@ from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 
 from otel_callbacks import metric_views, semconv
-from otel_callbacks.histograms import BufferedHistogram
+from otel_callbacks.telemetry.histograms import BufferedHistogram
 
 ATTRS = {semconv.ATTR_EVENT: "on_train_batch_end", semconv.ATTR_CALLBACK: "m.f"}
 DELTA = {Histogram: AggregationTemporality.DELTA}
@@ -134,7 +134,7 @@ def test_two_readers_each_get_every_value():
 def test_integer_bucketing_matches_the_sdk_at_every_boundary():
     from bisect import bisect_left, bisect_right
 
-    from otel_callbacks.histograms import _ns_thresholds
+    from otel_callbacks.telemetry.histograms import _ns_thresholds
 
     thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
     for bound in semconv.DURATION_BUCKETS:

@@ -11,7 +11,8 @@ import pytest
 
 import otel_callbacks
 from otel_callbacks import semconv as sc
-from otel_callbacks.integrations import ENTRY_POINT_GROUP, integration_from_module
+from otel_callbacks.semconv import integration_of_module as integration_from_module
+from otel_callbacks.ultralytics.integrations import ENTRY_POINT_GROUP
 from tests.engines import DetectionPredictor, DetectionTrainer
 
 

@@ -13,9 +13,10 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from otel_callbacks import Settings, metric_views, otlp_file, semconv, telemetry
-from otel_callbacks.histograms import BufferedHistogram, _Batch, _ns_thresholds
-from otel_callbacks.summary import CallbackStats
+from otel_callbacks import Settings, metric_views, semconv, telemetry, tracing
+from otel_callbacks.telemetry import otlp_file
+from otel_callbacks.telemetry.histograms import BufferedHistogram, _Batch, _ns_thresholds
+from otel_callbacks.tracing.runs import CallbackStats
 from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
 from tests.soak import durations_by_callback
 from tests.test_histograms import ATTRS, VALUES, collect, make, reference, summary
@@ -139,7 +140,7 @@ def test_a_reader_collecting_while_runs_end_loses_nothing(recorded):
     counts = durations_by_callback(recorded)
     assert counts[("on_predict_batch_end", "otel_callbacks.hooks.on_predict_batch_end")].count == 600
     assert counts[("on_predict_end", "otel_callbacks.hooks.on_predict_end")].count == 300
-    assert telemetry.active.errors_seen == {}
+    assert telemetry.current().errors_seen == {}
 
 
 class _Cycle:
@@ -150,7 +151,7 @@ class _Cycle:
 
 
 def test_an_engine_collected_in_the_middle_of_a_flush_neither_deadlocks_nor_loses_values(recorded):
-    histogram = telemetry.active.callback_duration
+    histogram = telemetry.current().callback_duration
     trainer = DetectionTrainer()
     _Cycle(trainer)
     trainer.run_callbacks("on_pretrain_routine_start")
@@ -176,7 +177,7 @@ def test_an_engine_collected_in_the_middle_of_a_flush_neither_deadlocks_nor_lose
     finally:
         CallbackStats.add = original
     assert not flushing.is_alive(), "deadlocked"
-    assert calls and telemetry.active.phases.states == {}
+    assert calls and tracing.current_tracker().states == {}
     counts = durations_by_callback(recorded)
     assert counts[("on_train_batch_end", "otel_callbacks.hooks.on_train_batch_end")].count == 3
     (train,) = recorded.phase_spans("train")
@@ -201,4 +202,4 @@ def test_an_exporter_raising_inside_shutdown_never_reaches_the_training(caplog):
     run_train(DetectionTrainer(), epochs=1, batches=2)
     telemetry.shutdown(timeout=5)
     assert "exporter broke during shutdown" in caplog.text
-    assert telemetry.active is None
+    assert telemetry.current() is None

@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
-from otel_callbacks import telemetry
+from otel_callbacks import tracing
 from tests.engines import (
     DetectionPredictor,
     DetectionTrainer,
@@ -184,7 +184,7 @@ def test_failed_export_closed_at_process_exit(recorded):
     exporter = Exporter()
     with pytest.raises(RuntimeError):
         run_export(exporter, fail=True)
-    telemetry.active.phases.close_all("process exit")
+    tracing.current_tracker().close_all("process exit")
     (export,) = Tree(recorded.spans()).phases("export")
     assert export.status.status_code is StatusCode.ERROR and export.status.description == "process exit"
     assert recorded.open_spans.open == {}
@@ -311,7 +311,7 @@ def test_user_span_around_training_is_the_parent_and_is_restored(recorded):
 
 def test_an_engine_collected_while_the_tracker_holds_its_lock_does_not_deadlock(recorded):
     """Weakref callbacks run whenever the garbage collector does, also inside the tracker's lock."""
-    tracker = telemetry.active.phases
+    tracker = tracing.current_tracker()
     predictor = DetectionPredictor()
     predictor.run_callbacks("on_predict_start")
 

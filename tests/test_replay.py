@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from otel_callbacks import otlp_file
-from otel_callbacks.cli import main
+from otel_callbacks.apps.cli import main
+from otel_callbacks.telemetry import otlp_file
 from tests.otlp_receiver import Receiver
 
 SYNTHETIC_RUN = """

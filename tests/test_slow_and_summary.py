@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from otel_callbacks import Settings, telemetry
+from otel_callbacks import Settings, tracing
 from otel_callbacks import semconv as sc
 from tests.engines import DetectionTrainer, run_train
 
@@ -89,7 +89,7 @@ def test_table_numbers_match_the_spans_and_metrics_of_the_run(recorded, capsys):
     trainer = DetectionTrainer()
     trainer.add_callback("on_train_batch_end", lambda t: time.sleep(0.002))
     run_train(trainer, epochs=2, batches=5, val_batches=3)
-    report = telemetry.active.phases.last_report
+    report = tracing.current_tracker().last_report
     assert report is not None and report.mode == "train"
 
     points = {(a[sc.ATTR_EVENT], a[sc.ATTR_CALLBACK]): p for a, p in recorded.durations()}

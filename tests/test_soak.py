@@ -13,8 +13,9 @@ from collections import Counter
 
 import pytest
 
-from otel_callbacks import Limits, Settings, phases, telemetry
+from otel_callbacks import Limits, Settings, telemetry, tracing
 from otel_callbacks import semconv as sc
+from otel_callbacks.tracing import runs
 from tests.soak import Soak, durations_by_callback, held_values, random_states
 from tests.test_phases import Tree
 
@@ -57,7 +58,7 @@ def test_a_long_training_keeps_every_promise(recorded, soak, settings):
 
     for key, calls in soak.truth.items():
         assert points[key].count == calls, key
-    report = telemetry.active.phases.last_report
+    report = tracing.current_tracker().last_report
     assert report is not None and report.mode == "train"
     for (event, callback), stats in report.callbacks.items():
         point = points[(event, callback)]
@@ -77,15 +78,15 @@ def test_a_long_training_keeps_every_promise(recorded, soak, settings):
     assert len(spans) < soak.calls / 10, "the budget was reached long before the end"
 
     gc.collect()
-    tracker = telemetry.active.phases
+    tracker = tracing.current_tracker()
     assert tracker.states == {} and tracker._trainers == {}, "no engine state outlives its trainer"
-    assert telemetry.active.errors_seen == {}
+    assert telemetry.current().errors_seen == {}
 
 
 def test_four_trainers_in_four_threads_keep_their_own_trees_and_tables(recorded, monkeypatch):
     reports = []
-    finish = phases.Run.finish
-    monkeypatch.setattr(phases.Run, "finish", lambda run, *a: reports.append(finish(run, *a)) or reports[-1])
+    finish = runs.Run.finish
+    monkeypatch.setattr(runs.Run, "finish", lambda run, *a: reports.append(finish(run, *a)) or reports[-1])
     soaks = [Soak(epochs=6, batches=150, val_batches=10) for _ in range(4)]
     before = random_states()
     threads = [threading.Thread(target=s.run, args=(f"thread{i}",)) for i, s in enumerate(soaks)]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_callbacks import Settings, otlp_file, semconv, telemetry
+from otel_callbacks import Settings, semconv, telemetry
+from otel_callbacks.telemetry import otlp_file
 
 FIRE = """
 import otel_callbacks
@@ -240,7 +241,7 @@ metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     + FIRE
     + """
 from otel_callbacks import telemetry
-assert telemetry.active.owned == [], "nothing built, nothing to shut down"
+assert telemetry.current().owned == [], "nothing built, nothing to shut down"
 assert trace.get_tracer_provider() is tracer_provider
 print(len(exporter.get_finished_spans()))
 data = reader.get_metrics_data()
@@ -262,8 +263,8 @@ def test_our_providers_never_become_global():
 
     telemetry.configure(Settings(output_dir=Path("/nonexistent-never-written")))
     assert type(trace.get_tracer_provider()).__name__ in ("ProxyTracerProvider", "TracerProvider")
-    assert telemetry.active.owned[0] is not trace.get_tracer_provider()
-    telemetry.active.owned = []
+    assert telemetry.current().owned[0] is not trace.get_tracer_provider()
+    telemetry.current().owned = []
 
 
 def test_exit_is_bounded_when_the_backend_never_answers():

@@ -231,7 +231,7 @@ def test_telemetry_failure_never_breaks_the_callback(recorded, caplog, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(telemetry.active.tracer, "start_span", broken)
+    monkeypatch.setattr(telemetry.current().tracer, "start_span", broken)
     trainer = DetectionTrainer()
     results = []
     trainer.add_callback("on_train_start", lambda t: results.append("ran"))
@@ -240,7 +240,7 @@ def test_telemetry_failure_never_breaks_the_callback(recorded, caplog, monkeypat
     assert results == ["ran"] * 3
     logged = [r for r in caplog.records if "exporter exploded" in r.getMessage()]
     assert len(logged) == 1, "logged once"
-    assert telemetry.active.errors_seen == {"RuntimeError": 6}
+    assert telemetry.current().errors_seen == {"RuntimeError": 6}
     ((attributes, point),) = recorded.points(A.METRIC_TELEMETRY_ERRORS)
     assert point.value == 6 and attributes == {A.ATTR_ERROR_TYPE: "RuntimeError"}
 

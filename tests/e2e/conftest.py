@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otel_callbacks import demo, uninstall
+from otel_callbacks import uninstall
+from otel_callbacks.apps import demo
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -39,7 +39,7 @@ model = YOLO("yolo11n.yaml")
 model.add_callback("on_train_epoch_end", progress)
 model.train(data=sys.argv[1], epochs=int(sys.argv[2]), project=sys.argv[3], name="run", imgsz=32, batch=4,
             device="cpu", workers=0, seed=0, deterministic=True, amp=False, plots=False, exist_ok=True)
-report = otel_callbacks.telemetry.active.phases.last_report if otel_callbacks.telemetry.active else None
+report = otel_callbacks.tracing.current_tracker().last_report if otel_callbacks.telemetry.current() else None
 print("RESULT " + json.dumps({"worst_overhead_ns": report.worst_overhead_ns if report else 0}), flush=True)
 print("DONE", flush=True)
 """

@@ -202,7 +202,7 @@ def test_send_replays_the_default_file_into_phoenix(phoenix_url, tmp_path):
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix_url,
     }
-    out = run("from otel_callbacks.cli import main; raise SystemExit(main())", env, "send", str(path))
+    out = run("from otel_callbacks.apps.cli import main; raise SystemExit(main())", env, "send", str(path))
     assert f"{len(expected)} spans" in out.stdout
     spans = wait_until(
         lambda: (s := phoenix_spans(phoenix_url, project)) and len(s) == len(expected) and s,

@@ -14,10 +14,11 @@ import torch
 from opentelemetry.trace import StatusCode
 
 import otel_callbacks
-from otel_callbacks import Limits, Settings, install, otlp_file, uninstall
+from otel_callbacks import Limits, Settings, install, uninstall
 from otel_callbacks import semconv as sc
 from otel_callbacks.hooks import EVENTS
-from otel_callbacks.timing import InstrumentedCallback
+from otel_callbacks.telemetry import otlp_file
+from otel_callbacks.tracing.wrapper import InstrumentedCallback
 from tests.soak import random_states
 from tests.test_phases import TWO_EPOCH_PHASES, Tree
 
@@ -148,7 +149,7 @@ def test_training_outputs_are_identical_with_and_without_instrumentation(recorde
     recorded.reader.collect()
     assert random_states() == plain_generators, "no draw from a global generator, collection included"
     assert recorded.phase_spans("train"), "the second training was instrumented"
-    report = otel_callbacks.telemetry.active.phases.last_report
+    report = otel_callbacks.tracing.current_tracker().last_report
     batch_ends = report.callbacks[
         ("on_train_batch_end", "ultralytics.utils.callbacks.base.on_train_batch_end")
     ]

@@ -73,7 +73,7 @@ def run(workdir: Path, epochs: int = 3) -> dict[str, Any]:
 
     from ultralytics import YOLO
 
-    from . import install
+    from ..ultralytics.dropin import install
 
     install()
     model = YOLO("yolo11n.yaml")

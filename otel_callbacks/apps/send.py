@@ -29,8 +29,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from . import otlp_file
-from .telemetry import exporter_names, new_exporter
+from ..telemetry import otlp_file
+from ..telemetry.exporters import exporter_names, new_exporter
 
 BATCH = 512  # spans per export call, as the SDK's batch processor sends them
 

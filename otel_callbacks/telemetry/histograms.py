@@ -24,7 +24,7 @@ from opentelemetry import metrics
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-from . import semconv
+from .. import semconv
 
 _Key = frozenset  # frozenset(attributes.items())
 # Measurements carry no span context: exemplar sampling would draw from the global ``random``

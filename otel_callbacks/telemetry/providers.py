@@ -1,4 +1,4 @@
-"""Providers, instruments and exporters: set up once, from the environment, never twice.
+"""The active telemetry: providers and instruments, set up once from the environment, never twice.
 
 A tracer or meter provider that the application already installed is used as it is. Otherwise
 this module builds private ones (it never sets the global providers, so the application stays free
@@ -13,17 +13,18 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import exporter_logs, semconv
-from .config import Settings, SettingsError
-from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views, metric_views
-from .phases import PhaseTracker
+from .. import semconv
+from ..config import Settings
+from ..version import __version__
+from . import exporter_logs
+from .exporters import application_provider, build_meter_provider, build_tracer_provider
+from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
@@ -52,11 +53,10 @@ class Telemetry:
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's file, when it is used
-        self.slow_ns = int(settings.slow_threshold * 1e9)
-        self.tracer = trace.get_tracer(semconv.TRACER_NAME, _version(), tracer_provider=tracer_provider)
+        self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
             self.tracer.id_generator = PrivateRandomIdGenerator()
-        meter = metrics.get_meter(semconv.METER_NAME, _version(), meter_provider=meter_provider)
+        meter = metrics.get_meter(semconv.METER_NAME, __version__, meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
         seconds = {"unit": "s", "explicit_bucket_boundaries_advisory": semconv.DURATION_BUCKETS}
         self.callback_duration = BufferedHistogram(
@@ -91,7 +91,7 @@ class Telemetry:
         # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
         self.errors_seen: dict[str, int] = {}
-        self.phases = PhaseTracker(self)
+        self._shutdown_hooks: list[Callable[[], None]] = []
         # For exporters we built: their failure logs once per kind, every failure counted.
         self.export_logs = exporter_logs.install_filter(self._count_export_error) if self.owned else None
 
@@ -111,33 +111,6 @@ class Telemetry:
         except Exception as exc:
             self.report_error(exc)
 
-    def on_slow(
-        self, callback: Any, binding: Any, state: Any, elapsed_ns: int, threshold_ns: int, span: Any
-    ) -> None:
-        """Count a slow invocation, mark its span and warn once per callback per run."""
-        duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
-        self.slow_counter.add(1, binding.attributes, context=NO_CONTEXT)
-        if span is not None:
-            span.add_event(
-                semconv.EVENT_SLOW_CALLBACK,
-                {"duration_s": duration, "threshold_s": threshold},
-            )
-        key = (callback.event, callback.callback_name)
-        warned = state.run.warned
-        if key not in warned:
-            warned.add(key)
-            rule = "absolute" if threshold_ns >= state.slow_ns else "fraction of the median batch time"
-            logger.warning(
-                "otel_callbacks: slow callback %s on %s took %.4f s (threshold %.4f s, %s); "
-                "further slow calls of it in this run are counted in %s",
-                callback.callback_name,
-                callback.event,
-                duration,
-                threshold,
-                rule,
-                semconv.METRIC_CALLBACK_SLOW,
-            )
-
     def report_error(self, exc: BaseException) -> None:
         """Log a telemetry failure once per kind and count every occurrence."""
         kind = type(exc).__qualname__
@@ -155,13 +128,22 @@ class Telemetry:
         with contextlib.suppress(Exception):
             self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind}, context=NO_CONTEXT)
 
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first when this telemetry shuts down (the tracker closes what is open)."""
+        self._shutdown_hooks.append(hook)
+
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and shut down what this module built, waiting at most ``timeout`` seconds; whether
         that finished in time.
 
         Shutting a meter provider down collects once more, which flushes the buffered durations.
         """
-        self.phases.close_all("process exit")
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as exc:
+                self.report_error(exc)
         owned, self.owned = self.owned, []
         if not owned:
             return True
@@ -186,98 +168,6 @@ class Telemetry:
                 self.settings.shutdown_timeout if timeout is None else timeout,
             )
         return not worker.is_alive()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def new_exporter(signal: str, name: str) -> Any:
-    """A new exporter (or metric reader) for ``signal`` by its OTEL_*_EXPORTER name, from the
-    entry points the SDK and exporter packages register; ``otlp`` follows the protocol variables."""
-    if name == "otlp":
-        protocol = (
-            os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
-            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "http/protobuf"
-        ).strip()
-        protocols = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
-        if protocol not in protocols:
-            raise SettingsError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; accepted: grpc, http/protobuf"
-            )
-        name = protocols[protocol]
-    group = f"opentelemetry_{signal}_exporter"
-    found = {ep.name: ep for ep in entry_points(group=group)}
-    if name not in found:
-        hint = " (pip install 'otel-callbacks[otlp]')" if name.startswith("otlp") else ""
-        raise SettingsError(
-            f"OTEL_{signal.upper()}_EXPORTER names {name!r}, which no installed package provides{hint}; "
-            f"available: {', '.join(sorted(found | {'none': None})) or 'none'}"
-        )
-    return found[name].load()()
-
-
-def exporter_names(signal: str, default: str | None = None) -> list[str] | None:
-    """The names in OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER; ``[default]`` (or None) when unset."""
-    raw = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip()
-    if not raw:
-        return None if default is None else [default]
-    return [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
-
-
-def _build_tracer_provider(resource: Any, file: Any) -> Any:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    from .otlp_file import FileSpanExporter
-
-    names = exporter_names("traces")
-    if names is None:
-        exporters = {_FILE: FileSpanExporter(file)}
-    else:
-        exporters = {n: new_exporter("traces", n) for n in names}
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
-    for exporter in exporters.values():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider, _describe(exporters, file)
-
-
-def _build_meter_provider(resource: Any, file: Any) -> Any:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-
-    from .otlp_file import FileMetricExporter
-
-    names = exporter_names("metrics")
-    if names is None:
-        exporters = {_FILE: FileMetricExporter(file)}
-    else:
-        exporters = {n: new_exporter("metrics", n) for n in names}
-    readers = [
-        e if isinstance(e, MetricReader) else PeriodicExportingMetricReader(e) for e in exporters.values()
-    ]
-    provider = MeterProvider(
-        resource=resource, metric_readers=readers, views=metric_views(), shutdown_on_exit=False
-    )
-    return provider, _describe(exporters, file)
-
-
-_FILE = "file"
-
-
-def _describe(exporters: dict[str, Any], file: Any) -> list[str]:
-    """Where a signal goes, for people: the file's path, or each exporter and its endpoint."""
-    described = []
-    for name, exporter in exporters.items():
-        endpoint = getattr(exporter, "_endpoint", None)
-        if name == _FILE:
-            described.append(f"{_FILE} {file.path.resolve()}")
-        else:
-            described.append(f"{name} to {endpoint}" if isinstance(endpoint, str) else name)
-    return described or ["nowhere (none)"]
 
 
 def configure(
@@ -305,8 +195,8 @@ def configure(
 
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-        tracer_provider = tracer_provider or _application_provider(trace.get_tracer_provider())
-        meter_provider = meter_provider or _application_provider(metrics.get_meter_provider())
+        tracer_provider = tracer_provider or application_provider(trace.get_tracer_provider())
+        meter_provider = meter_provider or application_provider(metrics.get_meter_provider())
         owned = []
         output = None
         destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
@@ -317,20 +207,14 @@ def configure(
 
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME])
             if tracer_provider is None:
-                tracer_provider, destinations["traces"] = _build_tracer_provider(resource, output)
+                tracer_provider, destinations["traces"] = build_tracer_provider(resource, output)
                 owned.append(tracer_provider)
             if meter_provider is None:
-                meter_provider, destinations["metrics"] = _build_meter_provider(resource, output)
+                meter_provider, destinations["metrics"] = build_meter_provider(resource, output)
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
         active = Telemetry(settings, tracer_provider, meter_provider, owned, output, destinations)
         return active
-
-
-def _application_provider(provider: Any) -> Any:
-    """The global provider if the application set one, else None (the API's proxy or no-op)."""
-    name = type(provider).__name__
-    return None if name.startswith(("Proxy", "NoOp", "_Proxy", "_NoOp", "_Default")) else provider
 
 
 def ensure_configured() -> Telemetry:

@@ -2,13 +2,13 @@
 
 An unsampled per-batch invocation costs two clock reads, a state lookup and a list append: no
 SDK call. Spans are made for non-batch events, for sampled batches, and after the fact for any
-invocation slower than the threshold, with its measured start and end.
+invocation slower than the threshold, with its measured start and end. What the wrapper learns
+goes to the phase tracker through its narrow interface (enter, leave, durations, spanned, slow).
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,30 +16,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from . import semconv, telemetry
-from .config import instrumentation_enabled
-from .hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
-from .phases import wall
+from .. import semconv
+from ..config import Settings, instrumentation_enabled
+from ..hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
+from ..telemetry import providers
+from .clock import perf_ns, wall
+from .names import integration_of, qualified_name
+from .tracker import PhaseTracker, tracker_for
 
-_perf_ns = time.perf_counter_ns
-
-
-def qualified_name(func: Callable[..., Any]) -> str:
-    """``module.qualname`` of a callback, looking through partials and callable objects."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    target = func if hasattr(func, "__qualname__") else type(func)
-    module = getattr(target, "__module__", None) or "<unknown>"
-    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
-
-
-def integration_of(func: Callable[..., Any]) -> str:
-    """The integration a callback belongs to, from the module that defines it."""
-    from .integrations import integration_from_module
-
-    while isinstance(func, functools.partial):
-        func = func.func
-    return integration_from_module(getattr(func, "__module__", None) or "")
+_perf_ns = perf_ns
 
 
 def instrument(
@@ -65,18 +50,18 @@ def instrument(
 
 
 class _Binding:
-    """What a wrapper needs from one configured :class:`~otel_callbacks.telemetry.Telemetry`,
-    and the duration list of the run it last ran in (one identity check on the hot path)."""
+    """What a wrapper needs from one configured telemetry and its tracker, and the duration list
+    of the run it last ran in (one identity check on the hot path)."""
 
-    __slots__ = ("attributes", "buffer_limit", "last", "phases", "states", "telemetry", "tracer")
+    __slots__ = ("attributes", "buffer_limit", "last", "states", "telemetry", "tracer", "tracker")
 
     def __init__(
-        self, owner: InstrumentedCallback, tel: telemetry.Telemetry, phases: Any = None, engine: Any = None
+        self, owner: InstrumentedCallback, tel: providers.Telemetry, tracker: Any = None, engine: Any = None
     ) -> None:
         self.telemetry = tel
         self.tracer = tel.tracer
-        self.phases = phases or tel.phases
-        self.states = self.phases.states
+        self.tracker = tracker or tracker_for(tel, fast_path_cost_ns)
+        self.states = self.tracker.states
         self.attributes = {
             semconv.ATTR_EVENT: owner.event,
             semconv.ATTR_CALLBACK: owner.callback_name,
@@ -88,11 +73,11 @@ class _Binding:
         # sharing this callback never pair one run with another's list.
         self.last: tuple[Any, list[int]] = (None, [])
 
-    def durations_in(self, run: Any) -> list[int]:
-        last = self.last
+    def durations_in(self, state: Any) -> list[int]:
+        run, last = state.run, self.last
         if last[0] is run:
             return last[1]
-        durations = run.buffer(self)
+        durations = self.tracker.durations(state, self)
         self.last = (run, durations)
         return durations
 
@@ -142,13 +127,13 @@ class InstrumentedCallback:
     # The hot path ------------------------------------------------------------------------
 
     def _bind(self, engine: Any) -> _Binding | None:
-        tel = telemetry.active
+        tel = providers.active
         if tel is None:
             try:
-                tel = telemetry.ensure_configured()
+                tel = providers.ensure_configured()
             except Exception as exc:
-                telemetry.logger.error("otel_callbacks: telemetry disabled: %s", exc)
-                tel = telemetry.configure(telemetry.Settings(enabled=False))
+                providers.logger.error("otel_callbacks: telemetry disabled: %s", exc)
+                tel = providers.configure(Settings(enabled=False))
         if not tel.enabled:
             return None
         self._binding = _Binding(self, tel, engine=engine)
@@ -156,35 +141,36 @@ class InstrumentedCallback:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         binding = self._binding
-        if binding is None or binding.telemetry is not telemetry.active:
+        if binding is None or binding.telemetry is not providers.active:
             binding = self._bind(args[0] if args else None)
             if binding is None:
                 return self.__wrapped__(*args, **kwargs)
         engine = args[0] if args else None
         state = binding.states.get(id(engine))
         if state is None or self.event != state.event or self is state.first:
-            state = binding.phases.enter(engine, self)  # a new firing: move the phases on
-        if not state.sampled:
-            start = _perf_ns()
-            try:
-                result = self.__wrapped__(*args, **kwargs)
-            except BaseException as exc:
-                self._after_the_fact(binding, state, _perf_ns() - start, exc)
-                raise
-            end = state.last_end = _perf_ns()
-            elapsed = end - start
-            if elapsed > state.threshold_ns:
-                self._after_the_fact(binding, state, elapsed, None)
-            else:
-                last = binding.last
-                durations = last[1] if last[0] is state.run else binding.durations_in(state.run)
-                durations.append(elapsed)
-                if len(durations) >= binding.buffer_limit:  # no reader collected for long
-                    binding.telemetry.callback_duration.fold(durations)
-            if state.closer is self:  # the last callback of an end event (past the span budget)
-                binding.phases.closed_firing(state)
+            state = binding.tracker.enter(engine, self)  # a new firing: move the phases on
+        if state.sampled:
+            return self._call_with_span(binding, state, args, kwargs)
+        start = _perf_ns()
+        try:
+            result = self.__wrapped__(*args, **kwargs)
+        except BaseException as exc:
+            self._after_the_fact(binding, state, start, _perf_ns(), exc)
+            raise
+        end = _perf_ns()
+        elapsed = end - start
+        if elapsed > state.threshold_ns:
+            self._after_the_fact(binding, state, start, end, None)
             return result
-        return self._call_with_span(binding, state, args, kwargs)
+        last = binding.last
+        durations = last[1] if last[0] is state.run else binding.durations_in(state)
+        durations.append(elapsed)
+        if len(durations) >= binding.buffer_limit:  # no reader collected for long: bound memory
+            binding.telemetry.callback_duration.fold(durations)
+        closer = state.closer
+        if closer is self or closer is None:
+            binding.tracker.leave(state, self, end)
+        return result
 
     def _call_with_span(self, binding: _Binding, state: Any, args: Any, kwargs: Any) -> Any:
         entered = _perf_ns()
@@ -208,46 +194,37 @@ class InstrumentedCallback:
             raise
         finally:
             elapsed = _perf_ns() - start
-            run = state.run
             try:
                 if token is not None:
                     otel_context.detach(token)
                 self._observe(binding, state, elapsed, error, span)
-                end = state.last_end = _perf_ns()
+                end = _perf_ns()
                 if span is not None:
                     span.end(end_time=wall(end))
-                run.span_calls += 1
-                run.spans += span is not None
-                overhead = end - entered - elapsed
-                run.span_overhead_ns += overhead
-                if overhead > run.worst_overhead_ns:
-                    run.worst_overhead_ns = overhead
-                if state.closer is self:
-                    binding.phases.closed_firing(state)
+                binding.tracker.spanned(state, end - entered - elapsed, span is not None)
+                self._leave(binding, state, end, error is not None)
             except Exception as exc:
                 binding.telemetry.report_error(exc)
 
     def _after_the_fact(
-        self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None
+        self, binding: _Binding, state: Any, start: int, end: int, error: BaseException | None
     ) -> None:
         """A span for an unsampled batch call that was slow or failed, with its real times."""
-        end = state.last_end = _perf_ns()
         try:
             span = binding.tracer.start_span(
-                self.event,
-                context=state.context,
-                attributes=self._attributes(state),
-                start_time=wall(end - elapsed),
+                self.event, context=state.context, attributes=self._attributes(state), start_time=wall(start)
             )
-            self._observe(binding, state, elapsed, error, span)
+            self._observe(binding, state, end - start, error, span)
             span.end(end_time=wall(end))
-            state.run.spans += 1
-            overhead = _perf_ns() - end
-            state.run.span_overhead_ns += overhead
-            if overhead > state.run.worst_overhead_ns:
-                state.run.worst_overhead_ns = overhead
+            binding.tracker.spanned(state, _perf_ns() - end, True, called=False)
+            self._leave(binding, state, end, error is not None)
         except Exception as exc:
             binding.telemetry.report_error(exc)
+
+    def _leave(self, binding: _Binding, state: Any, end: int, failed: bool) -> None:
+        closer = state.closer
+        if closer is self or closer is None:
+            binding.tracker.leave(state, self, end, failed)
 
     def _attributes(self, state: Any) -> dict[str, Any]:
         attributes = dict(self._binding.attributes)
@@ -259,16 +236,13 @@ class InstrumentedCallback:
         return attributes
 
     def _observe(
-        self,
-        binding: _Binding,
-        state: Any,
-        elapsed: int,
-        error: BaseException | None,
-        span: Any,
+        self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None, span: Any
     ) -> None:
-        run = state.run
         error_type = type(error).__qualname__ if error is not None else None
-        durations = binding.durations_in(run) if error_type is None else run.buffer(binding, error_type)
+        if error_type is None:
+            durations = binding.durations_in(state)
+        else:
+            durations = binding.tracker.durations(state, binding, error_type)
         durations.append(elapsed)
         if len(durations) >= binding.buffer_limit:
             binding.telemetry.callback_duration.fold(durations)
@@ -277,7 +251,7 @@ class InstrumentedCallback:
             span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
         if elapsed > state.threshold_ns:
-            binding.telemetry.on_slow(self, binding, state, elapsed, state.threshold_ns, span)
+            binding.tracker.slow(self, binding.attributes, state, elapsed, span)
 
 
 def _probe(engine: Any) -> None:
@@ -288,7 +262,7 @@ class _ProbeEngine:
     pass
 
 
-def fast_path_cost_ns(tel: telemetry.Telemetry, calls: int = 2000) -> float:
+def fast_path_cost_ns(tel: providers.Telemetry, calls: int = 2000) -> float:
     """The unsampled per-batch path's own cost per call, measured here on a no-op callback.
 
     Runs against a private phase tracker and a scratch histogram, so nothing it does is exported.
@@ -297,18 +271,15 @@ def fast_path_cost_ns(tel: telemetry.Telemetry, calls: int = 2000) -> float:
 
     from opentelemetry.metrics import NoOpHistogram
 
-    from .histograms import BufferedHistogram
-    from .phases import PhaseTracker
+    from ..telemetry.histograms import BufferedHistogram
 
-    tracker = PhaseTracker(
-        tel, BufferedHistogram(NoOpHistogram("probe")), replace(tel.settings, summary=False)
-    )
-    tracker.fast_call_ns = 1.0  # never calibrate the calibration
+    scratch = BufferedHistogram(NoOpHistogram("probe"))
+    tracker = PhaseTracker(tel, scratch, replace(tel.settings, summary=False))
     probe = InstrumentedCallback(_probe, "on_train_batch_end")
     probe._binding = _Binding(probe, tel, tracker)
     engine = _ProbeEngine()
     state = tracker.enter(engine, probe)
-    state.sampled, state.batch_slow_ns = False, 1 << 62
+    state.sampled, state.batch_slow_ns, state.threshold_ns = False, 1 << 62, 1 << 62
     start = _perf_ns()
     for _ in range(calls):
         probe(engine)

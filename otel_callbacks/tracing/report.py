@@ -1,80 +1,18 @@
-"""The end-of-run timing table, in the spirit of Lightning's SimpleProfiler report."""
+"""The end-of-run timing table, in the spirit of Lightning's SimpleProfiler report: the numbers
+(:class:`Report`, which tests read) and their text (which people read)."""
 
 from __future__ import annotations
 
 import logging
-import math
-import random
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from . import semconv
+from .. import semconv
+
+if TYPE_CHECKING:
+    from .runs import CallbackStats
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
-
-
-class CallbackStats:
-    """Calls, total and a p95 sample of one callback in one run, fed from the drained buffers.
-
-    The sample is a uniform reservoir (Li's Algorithm L: a few draws per replacement, not one per
-    value) drawn from a private generator with a fixed seed: the global ``random`` that Ultralytics
-    seeds for augmentation is never touched, and the same durations always give the same table.
-    """
-
-    __slots__ = ("_next", "_random", "_w", "calls", "errors", "reservoir", "size", "total_ns")
-
-    def __init__(self, reservoir_size: int = 10_000) -> None:
-        self.size = max(1, reservoir_size)
-        self.calls = 0
-        self.errors = 0
-        self.total_ns = 0
-        self.reservoir: list[int] = []
-        self._random: random.Random | None = None
-        self._w = 0.0
-        self._next = sys.maxsize  # 0-based index of the next value that enters the full reservoir
-
-    def add(self, values_ns: Sequence[int], failed: bool = False) -> None:
-        count = len(values_ns)
-        if not count:
-            return
-        first, self.calls = self.calls, self.calls + count
-        self.total_ns += sum(values_ns)
-        if failed:
-            self.errors += count
-        room = self.size - len(self.reservoir)
-        if room > 0:
-            self.reservoir.extend(values_ns[:room])
-            if len(self.reservoir) == self.size:
-                self._random = random.Random(self.size)
-                self._w = self._draw_w(1.0)
-                self._next = self.size - 1 + self._skip()
-        while self._next < self.calls:
-            self.reservoir[self._random.randrange(self.size)] = values_ns[self._next - first]
-            self._w = self._draw_w(self._w)
-            self._next += self._skip()
-
-    def _draw_w(self, w: float) -> float:
-        u = 1.0 - self._random.random()  # (0, 1]
-        return min(w * math.exp(math.log(u) / self.size), 1.0 - 2**-53)
-
-    def _skip(self) -> int:
-        """Values to pass over, plus one, before the next replacement."""
-        u = 1.0 - self._random.random()
-        return int(math.log(u) / math.log1p(-self._w)) + 1
-
-    @property
-    def mean_ns(self) -> float:
-        return self.total_ns / self.calls if self.calls else 0.0
-
-    @property
-    def p95_ns(self) -> int:
-        """Nearest-rank 95th percentile."""
-        if not self.reservoir:
-            return 0
-        ordered = sorted(self.reservoir)
-        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
 
 FAST_NS = 100_000  # callbacks whose mean is under 0.1 ms share one line of the table
 

@@ -9,21 +9,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings, SettingsError
+from ..config import Settings, SettingsError
 
 
 def _demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from . import demo, exporter_logs, telemetry
+    from ..telemetry import exporter_logs, providers
+    from . import demo
 
     workdir = Path(args.dir)
     settings = Settings.from_env()
     if not os.environ.get("OTEL_CALLBACKS_DIR", "").strip():
         settings = replace(settings, output_dir=workdir / "otel")  # everything under --dir
-    tel = telemetry.configure(settings)
+    tel = providers.configure(settings)
     made = demo.run(workdir, epochs=args.epochs)
-    flushed = telemetry.shutdown()  # flush everything before saying where it is
+    flushed = providers.shutdown()  # flush everything before saying where it is
     export_failures = tel.errors_seen.get(exporter_logs.ERROR_TYPE, 0)
     epochs = f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}"
     print()
@@ -67,7 +68,7 @@ def expand(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from .replay import send
+    from .send import send
 
     files, missing = expand(args.files)
     for argument in missing:

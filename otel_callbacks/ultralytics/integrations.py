@@ -15,35 +15,17 @@ from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from . import semconv
-from .timing import instrument
+from .. import semconv
+from ..tracing.wrapper import instrument
+from .defaults import original
 
 ENTRY_POINT_GROUP = "otel_callbacks.integrations"
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
-# Modules whose callbacks are the framework's defaults rather than an integration's.
-_DEFAULT_MODULES = ("otel_callbacks.hooks", "ultralytics.utils.callbacks.base")
-_ULTRALYTICS_CALLBACKS = "ultralytics.utils.callbacks."
-_RENAMED = {"wb": "wandb"}
-
-
-def integration_from_module(module: str) -> str:
-    """``ultralytics.utils.callbacks.tensorboard`` -> ``tensorboard``; unknown modules -> ``user``."""
-    if module in _DEFAULT_MODULES:
-        return semconv.INTEGRATION_DEFAULT
-    if module.startswith(_ULTRALYTICS_CALLBACKS):
-        name = module[len(_ULTRALYTICS_CALLBACKS) :].split(".")[0]
-        return _RENAMED.get(name, name)
-    if module == "ultralytics.utils.events":
-        return "events"
-    return semconv.INTEGRATION_USER
-
 
 def _ultralytics_add_integration_callbacks() -> Callable[[Any], None] | None:
     """Ultralytics' own function (even while installed), or None when Ultralytics is absent."""
-    from .ultralytics import original
-
     return original("add_integration_callbacks")
 
 

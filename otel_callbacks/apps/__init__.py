@@ -1,0 +1,1 @@
+"""Applications on top of the package: the command line, the demo, and ``send`` (replay)."""

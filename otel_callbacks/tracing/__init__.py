@@ -1,0 +1,15 @@
+"""Tracing: the callback wrapper and the phase tracker, which turn calls into spans, durations and
+the run's timing table. The wrapper talks to the tracker through one narrow interface."""
+
+from .tracker import PhaseTracker, tracker_for
+from .wrapper import InstrumentedCallback, instrument
+
+__all__ = ["InstrumentedCallback", "PhaseTracker", "instrument", "tracker_for"]
+
+
+def current_tracker() -> PhaseTracker | None:
+    """The tracker of the active telemetry (its ``last_report`` is the last run's table)."""
+    from ..telemetry import current
+
+    tel = current()
+    return tracker_for(tel) if tel is not None else None

@@ -1,0 +1,112 @@
+"""What the tracker keeps per engine (trainer, validator, predictor, exporter): small and flat,
+because the hot path reads it on every call."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from .. import semconv as sc
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+    from .runs import Run
+    from .wrapper import InstrumentedCallback
+
+# Phases that span a whole run (val only when it is not inside a training).
+RUN_PHASES = frozenset({sc.PHASE_TRAIN, sc.PHASE_VAL, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
+
+
+class Phase:
+    """An open phase: its span (None when unsampled), the context its children start in, and its
+    path below the run's own phase (``("epoch", "batch")``) for the timing table."""
+
+    __slots__ = ("_children", "context", "name", "path", "span", "start")
+
+    def __init__(
+        self, name: str, span: Any, parent: Context | None, start: int, path: tuple[str, ...]
+    ) -> None:
+        self.name = name
+        self.span = span
+        self.context = trace.set_span_in_context(span, parent) if span is not None else parent
+        self.start = start
+        self.path = path
+        self._children: dict[str, tuple[str, ...]] = {}
+
+    def child(self, name: str) -> tuple[str, ...]:
+        """The path of a child phase (memoized: the batch path asks for it on every batch)."""
+        path = self._children.get(name)
+        if path is None:
+            path = self._children[name] = (*self.path, name)
+        return path
+
+
+class EngineState:
+    """The tracker's record of one engine. Only the tracker writes it; the wrapper reads
+    ``event``, ``first``, ``closer``, ``sampled``, ``threshold_ns``, ``run`` and ``context``."""
+
+    __slots__ = (
+        "__weakref__",
+        "batch_index",
+        "batch_slow_ns",
+        "batch_times",
+        "closer",
+        "context",
+        "event",
+        "first",
+        "last_end",
+        "parent",
+        "pending",
+        "previous",
+        "ref",
+        "run",
+        "sampled",
+        "slow_ns",
+        "stack",
+        "threshold_ns",
+    )
+
+    def __init__(self, ref: Callable[[], Any], slow_ns: int, batch_window: int) -> None:
+        self.ref = ref
+        self.event: str | None = None
+        self.previous: str | None = None  # the event of the firing before this one
+        self.first: InstrumentedCallback | None = None  # the callback that opened the firing
+        self.closer: InstrumentedCallback | None = None  # the last callback of the firing
+        self.pending: str | None = None  # the phase that ends with the current firing
+        self.batch_index = -1
+        self.sampled = True
+        self.slow_ns = slow_ns
+        self.batch_slow_ns = slow_ns
+        self.threshold_ns = slow_ns  # the slow threshold of the current firing's event
+        self.batch_times: deque[int] = deque(maxlen=batch_window)
+        self.stack: list[Phase] = []
+        self.context: Context | None = None  # the parent of callback spans; None: the caller's
+        self.parent: EngineState | None = None  # the trainer a validator works for
+        self.run: Run | None = None
+        self.last_end = 0  # perf_counter_ns when the engine's last firing returned
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch as Ultralytics shows it (``1/3``) and results.csv counts it: from 1."""
+        engine = self.parent.ref() if self.parent is not None else self.ref()
+        epoch = getattr(engine, "epoch", None)
+        return epoch + 1 if isinstance(epoch, int) else None
+
+    def top(self, name: str) -> bool:
+        return bool(self.stack) and self.stack[-1].name == name
+
+    def innermost(self) -> Context | None:
+        """The context of the innermost open phase: the parent of what starts now."""
+        return self.stack[-1].context if self.stack else None
+
+    def path_of(self, name: str) -> tuple[str, ...]:
+        """The table path of a phase that starts now (a validator's continues its trainer's)."""
+        if self.stack:
+            return self.stack[-1].child(name)
+        if self.parent is not None and self.parent.stack:
+            return self.parent.stack[-1].child(name)
+        return () if name in RUN_PHASES else (name,)

@@ -1,0 +1,25 @@
+"""How a callback is named on spans and metrics: its qualified name and its integration."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from .. import semconv
+
+
+def qualified_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a callback, looking through partials and callable objects."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    target = func if hasattr(func, "__qualname__") else type(func)
+    module = getattr(target, "__module__", None) or "<unknown>"
+    return f"{module}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def integration_of(func: Callable[..., Any]) -> str:
+    """The integration a callback belongs to, from the module that defines it."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return semconv.integration_of_module(getattr(func, "__module__", None) or "")

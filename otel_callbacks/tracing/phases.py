@@ -1,0 +1,215 @@
+"""The phase state machine: which hook opens and which closes each phase of the trace tree.
+
+Read off Ultralytics 8.4's engines (DESIGN.md section 2). Each firing's event moves the engine's
+phase stack; a phase ends after its end event's callbacks (they are its children). Phase spans are
+never attached to the context: callback spans name their parent explicitly, so nothing the user's
+program does later can become a child of a training span.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Status, StatusCode
+
+from .. import semconv as sc
+from .clock import wall
+from .engines import RUN_PHASES, EngineState, Phase
+from .slow import record_batch_time
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+
+# Phases whose span turns ERROR when anything in their run did not close normally.
+_RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
+
+
+class PhaseMachine:
+    """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
+    and runs. Handlers are keyed by the event whose firing they react to."""
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "on_pretrain_routine_start": self._train_start,
+            "on_pretrain_routine_end": lambda s, now: self._end(s, sc.PHASE_SETUP),
+            "on_train_epoch_start": self._epoch_start,
+            "on_train_batch_start": self._batch_start,
+            "on_train_batch_end": lambda s, now: self._end(s, sc.PHASE_BATCH),
+            "on_fit_epoch_end": self._fit_epoch_end,
+            "teardown": self._teardown,
+            "on_val_start": self._val_start,
+            "on_val_end": lambda s, now: self._end(s, sc.PHASE_VAL),
+            "on_predict_start": self._predict_start,
+            "on_predict_batch_start": self._predict_batch_start,
+            "on_predict_batch_end": lambda s, now: self._end(s, sc.PHASE_PREDICT_BATCH),
+            "on_predict_end": lambda s, now: self._end(s, sc.PHASE_PREDICT),
+            "on_export_start": self._export_start,
+            "on_export_end": lambda s, now: self._end(s, sc.PHASE_EXPORT),
+        }
+
+    # Opening and closing ------------------------------------------------------------------
+
+    def _open(
+        self, state: EngineState, name: str, now: int, parent: Context | None, **attributes: Any
+    ) -> None:
+        span = None
+        if state.sampled or name not in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH):
+            attributes[sc.ATTR_PHASE] = name
+            span = self._tracer.start_span(name, context=parent, attributes=attributes, start_time=wall(now))
+            if state.run is not None:
+                state.run.spans += 1
+        state.stack.append(Phase(name, span, parent, now, state.path_of(name)))
+
+    def _end(self, state: EngineState, name: str) -> None:
+        for phase in state.stack:
+            if phase.name == name:
+                state.pending = name
+                return
+
+    def _close_pending(self, state: EngineState, end: int) -> None:
+        name, state.pending = state.pending, None
+        while state.stack:
+            phase = state.stack.pop()
+            if phase.name == name:
+                self._finish(state, phase, end)
+                break
+            self._finish(state, phase, end, f"{phase.name} never reached its end event before {name} ended")
+        if not state.stack and name in RUN_PHASES and state.parent is None:
+            self._finish_run(state, end)
+        elif state.parent is not None and name == sc.PHASE_VAL:
+            state.run = None  # the validator's next val may belong to another epoch or run
+
+    def _finish(self, state: EngineState, phase: Phase, end: int, error: str | None = None) -> None:
+        elapsed = end - phase.start
+        if phase.name != sc.PHASE_TRAIN or error is None:
+            self._record_phase(state, phase.name, phase.path, elapsed)
+        if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH) and elapsed > 0:
+            record_batch_time(state, elapsed, self._settings.slow_batch_fraction, self._limits)
+        run = state.run
+        if error is not None and run is not None:
+            run.fail(error)
+        if phase.span is None:
+            return
+        if error is not None:
+            phase.span.set_status(Status(StatusCode.ERROR, error))
+        elif run is not None and run.failures and phase.name in _RUN_ROOTS:
+            phase.span.set_status(Status(StatusCode.ERROR, run.failures[0]))
+        phase.span.end(end_time=wall(end))
+
+    def _abort_top(self, state: EngineState, now: int, reason: str) -> None:
+        self._finish(state, state.stack.pop(), state.last_end or now, reason)
+
+    # Opening events -----------------------------------------------------------------------
+
+    def _train_start(self, state: EngineState, now: int) -> None:
+        self._new_run(state, sc.MODE_TRAIN, "a new training started on the same trainer")
+        trainer = state.ref()
+        callbacks = getattr(trainer, "callbacks", None)
+        if callbacks is not None:
+            with self._lock:
+                self._trainers[id(callbacks)] = weakref.ref(state)
+        self._open(state, sc.PHASE_TRAIN, now, None, **_run_attributes(trainer))
+        self._open(state, sc.PHASE_SETUP, now, state.innermost())
+
+    def _epoch_start(self, state: EngineState, now: int) -> None:
+        if state.top(sc.PHASE_EPOCH):
+            self._abort_top(state, now, "epoch did not end before the next one started")
+        epoch = state.epoch
+        attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
+        self._open(state, sc.PHASE_EPOCH, now, state.innermost(), **attributes)
+
+    def _batch_start(self, state: EngineState, now: int) -> None:
+        if state.top(sc.PHASE_BATCH):  # a batch whose end event never fired
+            self._abort_top(state, now, "batch did not end before the next one started")
+        parent = state.innermost()
+        if state.previous in ("on_train_batch_end", "on_train_epoch_start") and state.last_end:
+            # Between the previous batch's last callback and this batch: waiting for the dataloader.
+            path = state.path_of(sc.PHASE_DATALOADER)
+            self._record_phase(state, sc.PHASE_DATALOADER, path, now - state.last_end)
+            if state.sampled:
+                self._tracer.start_span(
+                    sc.PHASE_DATALOADER,
+                    context=parent,
+                    attributes={sc.ATTR_PHASE: sc.PHASE_DATALOADER},
+                    start_time=wall(state.last_end),
+                ).end(end_time=wall(now))
+                if state.run is not None:
+                    state.run.spans += 1
+        self._open(state, sc.PHASE_BATCH, now, parent)
+
+    def _teardown(self, state: EngineState, now: int) -> None:
+        """Ultralytics runs teardown in a ``finally``: whatever is still open did not finish."""
+        if not any(phase.name == sc.PHASE_TRAIN for phase in state.stack):
+            return
+        while not state.top(sc.PHASE_TRAIN):
+            phase = state.stack[-1]
+            self._abort_top(state, now, f"{phase.name} never reached its end event before teardown")
+        state.pending = sc.PHASE_TRAIN
+
+    def _fit_epoch_end(self, state: EngineState, now: int) -> None:
+        if state.top(sc.PHASE_FINAL_EVAL):
+            state.pending = sc.PHASE_FINAL_EVAL
+        elif state.top(sc.PHASE_EPOCH):
+            state.pending = sc.PHASE_EPOCH
+
+    def _val_start(self, state: EngineState, now: int) -> None:
+        trainer = self._trainer_of(state.ref())
+        if state.stack:
+            self._abort(state, "a new validation started before on_val_end")
+        if trainer is None or trainer.run is None:
+            state.parent = None
+            self._new_run(state, sc.MODE_VAL, "a new validation started before on_val_end")
+            self._open(state, sc.PHASE_VAL, now, None)
+            return
+        state.parent, state.run = trainer, trainer.run
+        trainer.run.members.append(weakref.ref(state))
+        if not trainer.top(sc.PHASE_EPOCH) and not trainer.top(sc.PHASE_FINAL_EVAL):
+            # Validation after the last epoch: Ultralytics' final evaluation of best.pt.
+            self._open(trainer, sc.PHASE_FINAL_EVAL, now, trainer.innermost())
+            trainer.context = trainer.innermost()
+        state.batch_slow_ns = trainer.batch_slow_ns
+        epoch = state.epoch
+        attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
+        self._open(state, sc.PHASE_VAL, now, trainer.innermost(), **attributes)
+
+    def _trainer_of(self, validator: Any) -> EngineState | None:
+        callbacks = getattr(validator, "callbacks", None)
+        ref = self._trainers.get(id(callbacks)) if callbacks is not None else None
+        trainer = ref() if ref is not None else None
+        if trainer is None or trainer.ref() is None:
+            return None
+        if getattr(trainer.ref(), "callbacks", None) is not callbacks:
+            return None  # the dict was replaced and its id reused
+        return trainer
+
+    def _predict_start(self, state: EngineState, now: int) -> None:
+        self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
+        self._open(state, sc.PHASE_PREDICT, now, None)
+
+    def _predict_batch_start(self, state: EngineState, now: int) -> None:
+        if state.top(sc.PHASE_PREDICT_BATCH):
+            self._abort_top(state, now, "predict batch did not end before the next one started")
+        self._open(state, sc.PHASE_PREDICT_BATCH, now, state.innermost())
+
+    def _export_start(self, state: EngineState, now: int) -> None:
+        reason = "a new export started before on_export_end (the previous one failed)"
+        self._new_run(state, sc.MODE_EXPORT, reason)
+        self._open(state, sc.PHASE_EXPORT, now, None)
+
+
+def _run_attributes(trainer: Any) -> dict[str, Any]:
+    """The train span's attributes from the trainer's args: scalars only, file names not paths."""
+    args = getattr(trainer, "args", None)
+    attributes: dict[str, Any] = {}
+    for name, key in sc.RUN_ATTRIBUTES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            attributes[key] = value
+        elif isinstance(value, str) and value:
+            file_name = value.replace("\\", "/").rsplit("/", 1)[-1]
+            attributes[key] = file_name if name in ("model", "data") else value
+    return attributes

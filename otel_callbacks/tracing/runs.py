@@ -1,0 +1,162 @@
+"""A run's bookkeeping: per-callback statistics and phase totals, what its timing table needs."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import semconv as sc
+from .clock import perf_ns, sync_clock
+from .report import Report
+
+if TYPE_CHECKING:
+    import weakref
+
+    from ..config import Limits
+    from ..telemetry.histograms import BufferedHistogram
+    from .engines import EngineState
+
+
+class CallbackStats:
+    """Calls, total and a p95 sample of one callback in one run, fed from the drained buffers.
+
+    The sample is a uniform reservoir (Li's Algorithm L: a few draws per replacement, not one per
+    value) drawn from a private generator with a fixed seed: the global ``random`` that Ultralytics
+    seeds for augmentation is never touched, and the same durations always give the same table.
+    """
+
+    __slots__ = ("_next", "_random", "_w", "calls", "errors", "reservoir", "size", "total_ns")
+
+    def __init__(self, reservoir_size: int = 10_000) -> None:
+        self.size = max(1, reservoir_size)
+        self.calls = 0
+        self.errors = 0
+        self.total_ns = 0
+        self.reservoir: list[int] = []
+        self._random: random.Random | None = None
+        self._w = 0.0
+        self._next = sys.maxsize  # 0-based index of the next value that enters the full reservoir
+
+    def add(self, values_ns: Sequence[int], failed: bool = False) -> None:
+        count = len(values_ns)
+        if not count:
+            return
+        first, self.calls = self.calls, self.calls + count
+        self.total_ns += sum(values_ns)
+        if failed:
+            self.errors += count
+        room = self.size - len(self.reservoir)
+        if room > 0:
+            self.reservoir.extend(values_ns[:room])
+            if len(self.reservoir) == self.size:
+                self._random = random.Random(self.size)
+                self._w = self._draw_w(1.0)
+                self._next = self.size - 1 + self._skip()
+        while self._next < self.calls:
+            self.reservoir[self._random.randrange(self.size)] = values_ns[self._next - first]
+            self._w = self._draw_w(self._w)
+            self._next += self._skip()
+
+    def _draw_w(self, w: float) -> float:
+        u = 1.0 - self._random.random()  # (0, 1]
+        return min(w * math.exp(math.log(u) / self.size), 1.0 - 2**-53)
+
+    def _skip(self) -> int:
+        """Values to pass over, plus one, before the next replacement."""
+        u = 1.0 - self._random.random()
+        return int(math.log(u) / math.log1p(-self._w)) + 1
+
+    @property
+    def mean_ns(self) -> float:
+        return self.total_ns / self.calls if self.calls else 0.0
+
+    @property
+    def p95_ns(self) -> int:
+        """Nearest-rank 95th percentile."""
+        if not self.reservoir:
+            return 0
+        ordered = sorted(self.reservoir)
+        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+class Run:
+    """One train / val / predict / export run: what its timing table and its buffers need."""
+
+    def __init__(
+        self, mode: str, durations: BufferedHistogram, limits: Limits, implicit: bool = False
+    ) -> None:
+        sync_clock()
+        self.mode = mode
+        self.limits = limits
+        self.implicit = implicit  # callbacks fired outside a run's start and end events: no table
+        self.start = perf_ns()
+        self.durations = durations
+        self.callbacks: dict[tuple[str, str], CallbackStats] = {}
+        self.buffers: dict[tuple[int, str | None], list[int]] = {}
+        self.phases: dict[tuple[str, ...], list[int]] = {}  # path under the run's phase -> count, ns
+        self.warned: set[tuple[str, str]] = set()
+        self.failures: list[str] = []
+        self.failures_dropped = 0
+        self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
+        self.span_overhead_ns = 0
+        self.span_calls = 0
+        self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
+        self.members: list[weakref.ref[EngineState]] = []  # validators that joined this run
+
+    def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
+        """The list one callback's durations in this run go to (per ``error.type``)."""
+        key = (id(binding), error_type)
+        values = self.buffers.get(key)
+        if values is None:
+            callback = binding.attributes[sc.ATTR_CALLBACK]
+            stats = self.callbacks.get((binding.attributes[sc.ATTR_EVENT], callback))
+            if stats is None:
+                stats = CallbackStats(self.limits.reservoir_size)
+                self.callbacks[binding.attributes[sc.ATTR_EVENT], callback] = stats
+            attributes = binding.attributes
+            if error_type is not None:
+                attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
+            sink = _FailedSink(stats) if error_type else stats
+            values = self.buffers[key] = self.durations.buffer(attributes, sink)
+        return values
+
+    def fail(self, reason: str) -> None:
+        if len(self.failures) < self.limits.failures:
+            self.failures.append(reason)
+        else:
+            self.failures_dropped += 1
+
+    def add_phase(self, path: tuple[str, ...], elapsed_ns: int) -> None:
+        totals = self.phases.setdefault(path, [0, 0])
+        totals[0] += 1
+        totals[1] += elapsed_ns
+
+    def finish(self, end: int, fast_call_ns: float) -> Report:
+        for values in self.buffers.values():
+            self.durations.release(values)
+        self.buffers.clear()
+        calls = sum(stats.calls for stats in self.callbacks.values())
+        overhead = self.span_overhead_ns + max(0, calls - self.span_calls) * fast_call_ns
+        return Report(
+            self.mode,
+            end - self.start,
+            self.callbacks,
+            self.phases,
+            overhead,
+            self.worst_overhead_ns,
+            self.failures,
+            self.failures_dropped,
+        )
+
+
+class _FailedSink:
+    __slots__ = ("stats",)
+
+    def __init__(self, stats: CallbackStats) -> None:
+        self.stats = stats
+
+    def add(self, values: list[int]) -> None:
+        self.stats.add(values, failed=True)

@@ -1,0 +1,60 @@
+"""Slow callbacks: the relative threshold kept per engine, and what a slow invocation reports."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import TYPE_CHECKING, Any
+
+from .. import semconv
+from ..telemetry.histograms import NO_CONTEXT
+
+if TYPE_CHECKING:
+    from ..config import Limits
+    from .engines import EngineState
+
+logger = logging.getLogger(semconv.LOGGER_NAME)
+
+# The relative threshold never goes below this: microsecond batches would flag scheduling noise.
+RELATIVE_FLOOR_NS = 1_000_000
+
+
+def record_batch_time(state: EngineState, elapsed: int, fraction: float, limits: Limits) -> None:
+    """Keep a batch's time; per-batch callbacks are slow above ``fraction`` of the recent median
+    (recomputed while the window fills, then every quarter window)."""
+    times = state.batch_times
+    times.append(elapsed)
+    window = limits.batch_window
+    if (
+        fraction
+        and len(times) >= limits.batch_min
+        and (len(times) < window or not state.batch_index % max(1, window // 4))
+    ):
+        relative = max(RELATIVE_FLOOR_NS, int(fraction * statistics.median(times)))
+        state.batch_slow_ns = min(state.slow_ns, relative)
+
+
+def report_slow(
+    tel: Any, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed_ns: int, span: Any
+) -> None:
+    """Count a slow invocation, mark its span and warn once per callback per run."""
+    threshold_ns = state.threshold_ns
+    duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
+    tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
+    if span is not None:
+        span.add_event(semconv.EVENT_SLOW_CALLBACK, {"duration_s": duration, "threshold_s": threshold})
+    key = (callback.event, callback.callback_name)
+    warned = state.run.warned
+    if key not in warned:
+        warned.add(key)
+        rule = "absolute" if threshold_ns >= state.slow_ns else "fraction of the median batch time"
+        logger.warning(
+            "otel_callbacks: slow callback %s on %s took %.4f s (threshold %.4f s, %s); "
+            "further slow calls of it in this run are counted in %s",
+            callback.callback_name,
+            callback.event,
+            duration,
+            threshold,
+            rule,
+            semconv.METRIC_CALLBACK_SLOW,
+        )

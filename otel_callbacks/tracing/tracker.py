@@ -1,0 +1,239 @@
+"""The phase tracker: engines, firings and runs, behind the narrow interface the wrapper calls.
+
+Engines are tracked by identity and weakly referenced, so no engine is kept alive by its
+telemetry. A *firing* is one ``run_callbacks(event)``: the callbacks of one event run back to back,
+so a firing starts when the event changes or when the callback that opened the current firing runs
+again. Only the tracker changes engine states and runs; the wrapper calls :meth:`enter` before a
+callback, :meth:`leave` after the last callback of a firing, and reports durations, spans and slow
+calls through :meth:`durations`, :meth:`spanned` and :meth:`slow`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import semconv as sc
+from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
+from .clock import perf_ns
+from .engines import EngineState
+from .phases import PhaseMachine
+from .runs import Run
+from .slow import report_slow
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..telemetry.histograms import BufferedHistogram
+    from ..telemetry.providers import Telemetry
+    from .report import Report
+
+# Events that start a loop whose batches are counted from 0.
+_LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
+
+_trackers: weakref.WeakKeyDictionary[Any, PhaseTracker] = weakref.WeakKeyDictionary()
+_trackers_lock = threading.Lock()
+
+
+def tracker_for(tel: Telemetry, calibrate: Callable[[Telemetry], float] | None = None) -> PhaseTracker:
+    """The tracker of a configured telemetry, made on first use; it closes what is open when that
+    telemetry shuts down. ``calibrate`` measures the unsampled path's cost for the overhead line."""
+    with _trackers_lock:
+        tracker = _trackers.get(tel)
+        if tracker is None:
+            tracker = _trackers[tel] = PhaseTracker(tel, calibrate=calibrate)
+            tel.on_shutdown(lambda: tracker.close_all("process exit"))
+        return tracker
+
+
+class PhaseTracker(PhaseMachine):
+    """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs."""
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        durations: BufferedHistogram | None = None,
+        settings: Settings | None = None,
+        calibrate: Callable[[Telemetry], float] | None = None,
+    ) -> None:
+        self._telemetry = telemetry
+        self._settings = settings or telemetry.settings
+        self._limits = self._settings.limits
+        self._slow_ns = int(self._settings.slow_threshold * 1e9)
+        self._tracer = telemetry.tracer
+        self._durations = durations or telemetry.callback_duration
+        self._calibrate = calibrate
+        self.states: dict[int, EngineState] = {}  # read by the hot path
+        self._phase_buffers: dict[tuple[str, str], list[int]] = {}
+        self._trainers: dict[int, weakref.ref[EngineState]] = {}  # id(callbacks dict) -> state
+        # Reentrant: an engine's weakref callback (_forget) runs whenever the garbage collector
+        # does, which can be inside any block that holds this lock, on the same thread.
+        self._lock = threading.RLock()
+        self._anonymous = self._new_state(lambda: None)
+        self.fast_call_ns = 0.0  # the unsampled path's own cost, measured once per tracker
+        self.last_report: Report | None = None
+        self._opening = self._handlers()
+
+    # The wrapper's interface ----------------------------------------------------------------
+
+    def enter(self, engine: Any, callback: Any) -> EngineState:
+        """Before a callback runs: its engine's state, moved on if a new firing starts."""
+        state = self.states.get(id(engine))
+        if state is None:  # a dead engine's id may be reused: its weakref callback removed it
+            state = self._track(engine)
+        if callback.event != state.event or callback is state.first:
+            self._fire(state, callback, engine)
+        return state
+
+    def leave(self, state: EngineState, callback: Any, end: int, failed: bool = False) -> None:
+        """After the last callback of a firing: the firing's end, and the end of the phase that
+        ends with it (unless that callback raised: then the engine's next firing ends it)."""
+        state.last_end = end
+        if state.closer is callback and not failed:
+            state.closer = None
+            if state.pending is not None:
+                self._close_pending(state, end)
+
+    def durations(self, state: EngineState, binding: Any, error_type: str | None = None) -> list[int]:
+        """The list this callback's durations in the engine's current run go to."""
+        return state.run.buffer(binding, error_type)
+
+    def spanned(self, state: EngineState, overhead_ns: int, made: bool, called: bool = True) -> None:
+        """Bookkeeping of a call that made (or tried) a span: the budget and the overhead line."""
+        run = state.run
+        run.spans += made
+        run.span_calls += called
+        run.span_overhead_ns += overhead_ns
+        if overhead_ns > run.worst_overhead_ns:
+            run.worst_overhead_ns = overhead_ns
+
+    def slow(
+        self, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed: int, span: Any
+    ) -> None:
+        report_slow(self._telemetry, callback, attributes, state, elapsed, span)
+
+    # Engines ----------------------------------------------------------------------------------
+
+    def _track(self, engine: Any) -> EngineState:
+        key = id(engine)
+        try:
+            ref = weakref.ref(engine, lambda _, key=key: self._forget(key))
+        except TypeError:  # None, or an engine that cannot be weakly referenced
+            return self._anonymous
+        state = self._new_state(ref)
+        with self._lock:
+            self.states[key] = state
+        return state
+
+    def _new_state(self, ref: Callable[[], Any]) -> EngineState:
+        return EngineState(ref, self._slow_ns, self._limits.batch_window)
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            state = self.states.pop(key, None)
+            for dict_id, trainer in list(self._trainers.items()):
+                if trainer() in (None, state):
+                    del self._trainers[dict_id]
+        if state is not None:
+            self._abort(state, "the engine was garbage collected before its end event")
+
+    def close_all(self, reason: str) -> None:
+        """End every open phase of every engine with status ERROR (process exit)."""
+        with self._lock:
+            states = [*self.states.copy().values(), self._anonymous]  # _forget may pop meanwhile
+        for state in states:
+            self._abort(state, reason)
+
+    # Firings ----------------------------------------------------------------------------------
+
+    def _fire(self, state: EngineState, callback: Any, engine: Any) -> None:
+        now = perf_ns()
+        if state.pending is not None:  # the previous end event's last callback raised
+            self._close_pending(state, state.last_end or now)
+        event = callback.event
+        state.previous, state.event = state.event, event
+        state.first = callback
+        callbacks = getattr(engine, "callbacks", None)
+        listed = callbacks.get(event) if isinstance(callbacks, dict) else None
+        state.closer = listed[-1] if listed else None
+        if event in _LOOP_START_EVENTS:
+            state.batch_index = -1
+        try:
+            if event in BATCH_START_EVENTS:  # before the batch's phase span, which depends on it
+                self._sample(state, event)
+            handler = self._opening.get(event)
+            if handler is not None:
+                handler(state, now)
+            if state.run is None:
+                mode = callback.mode or mode_of(event, engine)
+                state.run = Run(mode, self._durations, self._limits, implicit=True)
+            if event not in BATCH_START_EVENTS:  # after the handler: a new run has a new budget
+                self._sample(state, event)
+        except Exception as exc:
+            self._telemetry.report_error(exc)
+        state.context = state.innermost()
+
+    def _sample(self, state: EngineState, event: str) -> None:
+        """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
+        run = state.run
+        within_budget = run is None or run.spans < self._settings.max_spans
+        if event in BATCH_START_EVENTS:
+            state.batch_index += 1
+            state.sampled = within_budget and self._settings.samples_batch(state.batch_index)
+        elif event not in BATCH_EVENTS:  # the other batch events follow their batch's start
+            state.sampled = within_budget
+        state.threshold_ns = state.batch_slow_ns if event in BATCH_EVENTS else state.slow_ns
+
+    # Runs -------------------------------------------------------------------------------------
+
+    def _record_phase(self, state: EngineState, name: str, path: tuple[str, ...], elapsed_ns: int) -> None:
+        run = state.run
+        mode = run.mode if run is not None else sc.MODE_TRAIN
+        buffer = self._phase_buffers.get((name, mode))
+        if buffer is None:
+            attributes = {sc.ATTR_PHASE: name, sc.ATTR_MODE: mode}
+            buffer = self._phase_buffers[name, mode] = self._telemetry.phase_duration.buffer(attributes)
+        buffer.append(elapsed_ns)
+        if len(buffer) >= self._limits.buffer_limit:
+            self._telemetry.phase_duration.fold(buffer)
+        if run is not None and path:  # the run's own phase is its total, not a line of the table
+            run.add_phase(path, elapsed_ns)
+
+    def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
+        if state.stack or state.run is not None:
+            self._abort(state, reason)
+        state.run = Run(mode, self._durations, self._limits)
+
+    def _abort(self, state: EngineState, reason: str) -> None:
+        """End whatever is open with status ERROR and the reason; finish the run."""
+        try:
+            state.pending = None
+            end = state.last_end or perf_ns()
+            while state.stack:
+                self._finish(state, state.stack.pop(), end, reason)
+            if state.run is not None and state.parent is None:
+                self._finish_run(state, end)
+            state.run = None
+        except Exception as exc:
+            self._telemetry.report_error(exc)
+
+    def _finish_run(self, state: EngineState, end: int) -> None:
+        run, state.run = state.run, None
+        state.batch_times.clear()
+        state.batch_slow_ns = state.slow_ns
+        if run is None:
+            return
+        for member in run.members:  # a validator still inside the run (the training raised)
+            other = member()
+            if other is not None and other is not state:
+                self._abort(other, "the training ended during this validation")
+        if run.implicit:  # no table: release its buffers, skip measuring the overhead
+            run.finish(end, 0.0)
+            return
+        if not self.fast_call_ns and self._calibrate is not None:
+            self.fast_call_ns = self._calibrate(self._telemetry)
+        report = run.finish(end, self.fast_call_ns)
+        if self._settings.summary:
+            report.emit()
+        self.last_report = report
