@@ -87,7 +87,7 @@ class Limits:
 
     buffer_limit: int = 65_536
     """Durations buffered per attribute set before the hot path folds them into fixed-size counts."""
-    reservoir_size: int = 10_000
+    reservoir_size: int = 2048
     """Durations kept per callback and run for the timing table's p95 (exact below this)."""
     batch_window: int = 64
     """Recent batch times whose median sets the relative slow threshold."""

@@ -26,7 +26,7 @@ from tests.test_telemetry import FIRE, run_python
 
 
 def test_reservoir_never_draws_from_the_global_random_and_stays_uniform():
-    stats = CallbackStats()  # the default size, 10,000
+    stats = CallbackStats(reservoir_size=10_000)
     before = random.getstate()
     values = list(range(200_000))
     for start in range(0, len(values), 777):

@@ -45,12 +45,28 @@ class Phase:
         return path
 
 
+class BatchCache:
+    """What every unsampled training batch of one epoch shares, looked up once per epoch: the
+    batch phase reused on the stack (no span, so nothing of it outlives the batch), the metric
+    buffers, and the run's totals for the timing table."""
+
+    __slots__ = ("batch_buffer", "batch_totals", "idle", "parent", "run", "wait_buffer", "wait_totals")
+
+    def __init__(self, parent: Phase, run: Run, batch_buffer: list[int], wait_buffer: list[int]) -> None:
+        self.parent, self.run = parent, run
+        self.idle = Phase(sc.PHASE_BATCH, None, parent.context, 0, parent.child(sc.PHASE_BATCH))
+        self.batch_buffer, self.wait_buffer = batch_buffer, wait_buffer
+        self.batch_totals = run.phases.setdefault(self.idle.path, [0, 0])
+        self.wait_totals = run.phases.setdefault(parent.child(sc.PHASE_DATALOADER), [0, 0])
+
+
 class EngineState:
     """The tracker's record of one engine. Only the tracker writes it; the wrapper reads
     ``event``, ``first``, ``closer``, ``sampled``, ``threshold_ns``, ``run`` and ``context``."""
 
     __slots__ = (
         "__weakref__",
+        "batch_cache",
         "batch_index",
         "batch_slow_ns",
         "batch_times",
@@ -78,6 +94,7 @@ class EngineState:
         self.closer: InstrumentedCallback | None = None  # the last callback of the firing
         self.pending: str | None = None  # the phase that ends with the current firing
         self.batch_index = -1
+        self.batch_cache: BatchCache | None = None
         self.sampled = True
         self.slow_ns = slow_ns
         self.batch_slow_ns = slow_ns

@@ -15,13 +15,15 @@ from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv as sc
 from .clock import wall
-from .engines import RUN_PHASES, EngineState, Phase
-from .slow import record_batch_time
+from .engines import RUN_PHASES, BatchCache, EngineState, Phase
+from .slow import update_relative_threshold
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
 
+# A training batch's wait for the dataloader starts after the previous batch or the epoch's start.
+_WAIT_AFTER = ("on_train_batch_end", "on_train_epoch_start")
 # Phases whose span turns ERROR when anything in their run did not close normally.
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
 
@@ -63,6 +65,9 @@ class PhaseMachine:
         state.stack.append(Phase(name, span, parent, now, state.path_of(name)))
 
     def _end(self, state: EngineState, name: str) -> None:
+        if state.stack and state.stack[-1].name == name:
+            state.pending = name
+            return
         for phase in state.stack:
             if phase.name == name:
                 state.pending = name
@@ -70,6 +75,10 @@ class PhaseMachine:
 
     def _close_pending(self, state: EngineState, end: int) -> None:
         name, state.pending = state.pending, None
+        cache = state.batch_cache
+        if cache is not None and state.stack and state.stack[-1] is cache.idle:  # a batch raised
+            self._unsampled_batch_end(state, cache, end)
+            return
         while state.stack:
             phase = state.stack.pop()
             if phase.name == name:
@@ -85,8 +94,8 @@ class PhaseMachine:
         elapsed = end - phase.start
         if phase.name != sc.PHASE_TRAIN or error is None:
             self._record_phase(state, phase.name, phase.path, elapsed)
-        if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH) and elapsed > 0:
-            record_batch_time(state, elapsed, self._settings.slow_batch_fraction, self._limits)
+        if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH):
+            self._batch_time(state, elapsed)
         run = state.run
         if error is not None and run is not None:
             run.fail(error)
@@ -97,6 +106,64 @@ class PhaseMachine:
         elif run is not None and run.failures and phase.name in _RUN_ROOTS:
             phase.span.set_status(Status(StatusCode.ERROR, run.failures[0]))
         phase.span.end(end_time=wall(end))
+
+    # The training batch, unsampled: a few appends and comparisons --------------------------
+
+    def _unsampled_batch_start(self, state: EngineState, now: int) -> bool:
+        """Open an unsampled batch on its epoch; False (nothing changed) where the generic path
+        must run: a sampled batch, no epoch on top, a batch left open."""
+        run, stack = state.run, state.stack
+        if run is None or not stack:
+            return False
+        cache = state.batch_cache
+        if cache is None or cache.parent is not stack[-1] or cache.run is not run:
+            if stack[-1].name != sc.PHASE_EPOCH:
+                return False
+            cache = state.batch_cache = BatchCache(
+                stack[-1],
+                run,
+                self._phase_buffer(sc.PHASE_BATCH, run.mode),
+                self._phase_buffer(sc.PHASE_DATALOADER, run.mode),
+            )
+        index = state.batch_index + 1
+        if run.spans < self._max_spans and (
+            index < self._spans_first or (self._spans_every and not index % self._spans_every)
+        ):
+            return False  # sampled: the generic path (Settings.samples_batch) opens it with spans
+        state.batch_index = index
+        state.sampled = False
+        state.threshold_ns = state.batch_slow_ns
+        if state.last_end and state.previous in _WAIT_AFTER:
+            wait = now - state.last_end
+            buffer, totals = cache.wait_buffer, cache.wait_totals
+            buffer.append(wait)
+            if len(buffer) >= self._limits.buffer_limit:
+                self._telemetry.phase_duration.fold(buffer)
+            totals[0] += 1
+            totals[1] += wait
+        idle = cache.idle
+        idle.start = now
+        stack.append(idle)
+        state.context = idle.context
+        return True
+
+    def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
+        elapsed = end - state.stack.pop().start
+        buffer, totals = cache.batch_buffer, cache.batch_totals
+        buffer.append(elapsed)
+        if len(buffer) >= self._limits.buffer_limit:
+            self._telemetry.phase_duration.fold(buffer)
+        totals[0] += 1
+        totals[1] += elapsed
+        self._batch_time(state, elapsed)
+
+    def _batch_time(self, state: EngineState, elapsed: int) -> None:
+        """Keep a batch's time; the relative threshold follows while the window fills, then every
+        quarter window."""
+        times = state.batch_times
+        times.append(elapsed)
+        if len(times) < self._limits.batch_window or not state.batch_index % self._rethreshold_every:
+            update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)
 
     def _abort_top(self, state: EngineState, now: int, reason: str) -> None:
         self._finish(state, state.stack.pop(), state.last_end or now, reason)
@@ -124,7 +191,7 @@ class PhaseMachine:
         if state.top(sc.PHASE_BATCH):  # a batch whose end event never fired
             self._abort_top(state, now, "batch did not end before the next one started")
         parent = state.innermost()
-        if state.previous in ("on_train_batch_end", "on_train_epoch_start") and state.last_end:
+        if state.previous in _WAIT_AFTER and state.last_end:
             # Between the previous batch's last callback and this batch: waiting for the dataloader.
             path = state.path_of(sc.PHASE_DATALOADER)
             self._record_phase(state, sc.PHASE_DATALOADER, path, now - state.last_end)

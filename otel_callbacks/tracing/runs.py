@@ -9,15 +9,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
+from ..config import Limits
 from .clock import perf_ns, sync_clock
 from .report import Report
 
 if TYPE_CHECKING:
     import weakref
 
-    from ..config import Limits
     from ..telemetry.histograms import BufferedHistogram
     from .engines import EngineState
+
+
+_BELOW_ONE = 1.0 - 2**-53
 
 
 class CallbackStats:
@@ -30,7 +33,7 @@ class CallbackStats:
 
     __slots__ = ("_next", "_random", "_w", "calls", "errors", "reservoir", "size", "total_ns")
 
-    def __init__(self, reservoir_size: int = 10_000) -> None:
+    def __init__(self, reservoir_size: int = Limits.reservoir_size) -> None:
         self.size = max(1, reservoir_size)
         self.calls = 0
         self.errors = 0
@@ -55,14 +58,26 @@ class CallbackStats:
                 self._random = random.Random(self.size)
                 self._w = self._draw_w(1.0)
                 self._next = self.size - 1 + self._skip()
-        while self._next < self.calls:
-            self.reservoir[self._random.randrange(self.size)] = values_ns[self._next - first]
-            self._w = self._draw_w(self._w)
-            self._next += self._skip()
+        if self._next >= self.calls:
+            return
+        # Li's Algorithm L, inlined: it runs on the collecting thread for every drained chunk.
+        reservoir, size, nxt, w = self.reservoir, self.size, self._next, self._w
+        uniform, slot, log, exp, log1p = (
+            self._random.random,
+            self._random.randrange,
+            math.log,
+            math.exp,
+            math.log1p,
+        )
+        while nxt < self.calls:
+            reservoir[slot(size)] = values_ns[nxt - first]
+            w = min(w * exp(log(1.0 - uniform()) / size), _BELOW_ONE)
+            nxt += int(log(1.0 - uniform()) / log1p(-w)) + 1
+        self._next, self._w = nxt, w
 
     def _draw_w(self, w: float) -> float:
         u = 1.0 - self._random.random()  # (0, 1]
-        return min(w * math.exp(math.log(u) / self.size), 1.0 - 2**-53)
+        return min(w * math.exp(math.log(u) / self.size), _BELOW_ONE)
 
     def _skip(self) -> int:
         """Values to pass over, plus one, before the next replacement."""
@@ -144,7 +159,7 @@ class Run:
             self.mode,
             end - self.start,
             self.callbacks,
-            self.phases,
+            {path: totals for path, totals in self.phases.items() if totals[0]},
             overhead,
             self.worst_overhead_ns,
             self.failures,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv
@@ -19,18 +18,15 @@ logger = logging.getLogger(semconv.LOGGER_NAME)
 RELATIVE_FLOOR_NS = 1_000_000
 
 
-def record_batch_time(state: EngineState, elapsed: int, fraction: float, limits: Limits) -> None:
-    """Keep a batch's time; per-batch callbacks are slow above ``fraction`` of the recent median
-    (recomputed while the window fills, then every quarter window)."""
+def update_relative_threshold(state: EngineState, fraction: float, limits: Limits) -> None:
+    """Per-batch callbacks are also slow above ``fraction`` of the median of the engine's recent
+    batch times (the tracker calls this while the window fills, then every quarter window)."""
     times = state.batch_times
-    times.append(elapsed)
-    window = limits.batch_window
-    if (
-        fraction
-        and len(times) >= limits.batch_min
-        and (len(times) < window or not state.batch_index % max(1, window // 4))
-    ):
-        relative = max(RELATIVE_FLOOR_NS, int(fraction * statistics.median(times)))
+    if fraction and len(times) >= limits.batch_min:
+        ordered = sorted(times)
+        middle = len(ordered) // 2
+        median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        relative = max(RELATIVE_FLOOR_NS, int(fraction * median))
         state.batch_slow_ns = min(state.slow_ns, relative)
 
 

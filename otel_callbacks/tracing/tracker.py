@@ -61,6 +61,11 @@ class PhaseTracker(PhaseMachine):
         self._settings = settings or telemetry.settings
         self._limits = self._settings.limits
         self._slow_ns = int(self._settings.slow_threshold * 1e9)
+        # Read on every batch: Settings.samples_batch and the budget, inlined.
+        self._max_spans = self._settings.max_spans
+        self._spans_first = self._settings.batch_spans_first
+        self._spans_every = self._settings.batch_spans_every
+        self._rethreshold_every = max(1, self._limits.batch_window // 4)
         self._tracer = telemetry.tracer
         self._durations = durations or telemetry.callback_duration
         self._calibrate = calibrate
@@ -77,13 +82,34 @@ class PhaseTracker(PhaseMachine):
 
     # The wrapper's interface ----------------------------------------------------------------
 
-    def enter(self, engine: Any, callback: Any) -> EngineState:
-        """Before a callback runs: its engine's state, moved on if a new firing starts."""
-        state = self.states.get(id(engine))
-        if state is None:  # a dead engine's id may be reused: its weakref callback removed it
-            state = self._track(engine)
-        if callback.event != state.event or callback is state.first:
-            self._fire(state, callback, engine)
+    def enter(self, engine: Any, callback: Any, state: EngineState | None = None) -> EngineState:
+        """Before a callback runs: its engine's state (``state`` when the caller looked it up),
+        moved on if a new firing starts. The training batch's two firings take a short path."""
+        if state is None:
+            state = self.states.get(id(engine))
+            if state is None:  # a dead engine's id may be reused: its weakref callback removed it
+                state = self._track(engine)
+        event = callback.event
+        if event == state.event and callback is not state.first:
+            return state
+        now = perf_ns()
+        if state.pending is not None:  # the previous end event's last callback raised
+            self._close_pending(state, state.last_end or now)
+        state.previous, state.event, state.first = state.event, event, callback
+        try:
+            state.closer = engine.callbacks.get(event)[-1]
+        except Exception:  # no callbacks dict, or not this event in it: the firing's end is unknown
+            state.closer = None
+        if event == "on_train_batch_start":
+            if self._unsampled_batch_start(state, now):
+                return state
+        elif event == "on_train_batch_end":
+            cache = state.batch_cache
+            if cache is not None and state.stack and state.stack[-1] is cache.idle:
+                state.pending = sc.PHASE_BATCH  # the unsampled batch ends with this firing
+                state.threshold_ns = state.batch_slow_ns
+                return state
+        self._fire(state, callback, engine, now)
         return state
 
     def leave(self, state: EngineState, callback: Any, end: int, failed: bool = False) -> None:
@@ -93,7 +119,12 @@ class PhaseTracker(PhaseMachine):
         if state.closer is callback and not failed:
             state.closer = None
             if state.pending is not None:
-                self._close_pending(state, end)
+                cache = state.batch_cache
+                if cache is not None and state.stack and state.stack[-1] is cache.idle:
+                    state.pending = None
+                    self._unsampled_batch_end(state, cache, end)
+                else:
+                    self._close_pending(state, end)
 
     def durations(self, state: EngineState, binding: Any, error_type: str | None = None) -> list[int]:
         """The list this callback's durations in the engine's current run go to."""
@@ -147,16 +178,9 @@ class PhaseTracker(PhaseMachine):
 
     # Firings ----------------------------------------------------------------------------------
 
-    def _fire(self, state: EngineState, callback: Any, engine: Any) -> None:
-        now = perf_ns()
-        if state.pending is not None:  # the previous end event's last callback raised
-            self._close_pending(state, state.last_end or now)
+    def _fire(self, state: EngineState, callback: Any, engine: Any, now: int) -> None:
+        """A firing's start, the generic way: the event's handler moves the phases."""
         event = callback.event
-        state.previous, state.event = state.event, event
-        state.first = callback
-        callbacks = getattr(engine, "callbacks", None)
-        listed = callbacks.get(event) if isinstance(callbacks, dict) else None
-        state.closer = listed[-1] if listed else None
         if event in _LOOP_START_EVENTS:
             state.batch_index = -1
         try:
@@ -187,13 +211,16 @@ class PhaseTracker(PhaseMachine):
 
     # Runs -------------------------------------------------------------------------------------
 
-    def _record_phase(self, state: EngineState, name: str, path: tuple[str, ...], elapsed_ns: int) -> None:
-        run = state.run
-        mode = run.mode if run is not None else sc.MODE_TRAIN
+    def _phase_buffer(self, name: str, mode: str) -> list[int]:
         buffer = self._phase_buffers.get((name, mode))
         if buffer is None:
             attributes = {sc.ATTR_PHASE: name, sc.ATTR_MODE: mode}
             buffer = self._phase_buffers[name, mode] = self._telemetry.phase_duration.buffer(attributes)
+        return buffer
+
+    def _record_phase(self, state: EngineState, name: str, path: tuple[str, ...], elapsed_ns: int) -> None:
+        run = state.run
+        buffer = self._phase_buffer(name, run.mode if run is not None else sc.MODE_TRAIN)
         buffer.append(elapsed_ns)
         if len(buffer) >= self._limits.buffer_limit:
             self._telemetry.phase_duration.fold(buffer)

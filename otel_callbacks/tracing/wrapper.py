@@ -148,7 +148,7 @@ class InstrumentedCallback:
         engine = args[0] if args else None
         state = binding.states.get(id(engine))
         if state is None or self.event != state.event or self is state.first:
-            state = binding.tracker.enter(engine, self)  # a new firing: move the phases on
+            state = binding.tracker.enter(engine, self, state)  # a new firing: move the phases on
         if state.sampled:
             return self._call_with_span(binding, state, args, kwargs)
         start = _perf_ns()
