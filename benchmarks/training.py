@@ -35,8 +35,8 @@ report = {}
 if args["instrumented"]:
     from otel_callbacks import tracing
     r = tracing.current_tracker().last_report
-    steps = r.phases["batch"][0]
-    report = {"overhead_ns": r.overhead_ns, "steps": steps, "step_ns": r.phases["batch"][1] / steps,
+    steps, batch_ns = r.phases["epoch", "batch"]
+    report = {"overhead_ns": r.overhead_ns, "steps": steps, "step_ns": batch_ns / steps,
               "calls": sum(s.calls for s in r.callbacks.values())}
 print("RESULT " + json.dumps({"wall": wall, **report}), flush=True)
 """
