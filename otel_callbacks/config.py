@@ -117,6 +117,9 @@ class Settings:
     slow_batch_fraction: float = 0.5
     """``OTEL_CALLBACKS_SLOW_BATCH_FRACTION``: a per-batch callback is also slow above this
     fraction of the median batch time (0 turns the relative rule off)."""
+    default_hook_spans: bool = False
+    """``OTEL_CALLBACKS_DEFAULT_HOOK_SPANS``: spans for the no-op default hooks too (always counted
+    in the metrics; a slow or failed call gets its span either way)."""
     summary: bool = True
     """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
     shutdown_timeout: float = 5.0
@@ -137,6 +140,7 @@ class Settings:
             max_spans=_int(env, "OTEL_CALLBACKS_MAX_SPANS", cls.max_spans),
             slow_threshold=_seconds(env, "OTEL_CALLBACKS_SLOW_THRESHOLD", cls.slow_threshold),
             slow_batch_fraction=_fraction(env, "OTEL_CALLBACKS_SLOW_BATCH_FRACTION", cls.slow_batch_fraction),
+            default_hook_spans=_bool(env, "OTEL_CALLBACKS_DEFAULT_HOOK_SPANS", cls.default_hook_spans),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
         )

@@ -19,6 +19,8 @@ ATTR_EPOCH = "ultralytics.epoch"
 ATTR_BATCH_INDEX = "ultralytics.batch.index"  # spans only: unbounded cardinality
 ATTR_PHASE = "ultralytics.phase"
 ATTR_ERROR_TYPE = "error.type"
+# Phase spans: seconds of the phase that none of its child spans covers (time no hook bounds).
+ATTR_UNTRACED = "ultralytics.untraced_s"
 
 # Values of ATTR_INTEGRATION that are not an integration's own name.
 INTEGRATION_DEFAULT = "default"
@@ -88,6 +90,25 @@ PHASE_FINAL_EVAL = "final_eval"
 PHASE_PREDICT = "predict"
 PHASE_PREDICT_BATCH = "predict_batch"
 PHASE_EXPORT = "export"
+PHASE_VAL_BATCH = "val_batch"
+# Gaps that two of the trainer's hooks bound, named by what Ultralytics 8.4's trainer does there.
+PHASE_CLEAR_MEMORY = "clear_memory"  # EMA attributes and gc between an epoch's end and its val
+PHASE_CHECKPOINT = "checkpoint"  # save_metrics and save_model (last.pt, best.pt) before on_model_save
+PHASE_STRIP_OPTIMIZER = "strip_optimizer"  # last.pt and best.pt stripped before the final eval
+PHASE_VAL_METRICS = "val_metrics"  # statistics after the last val batch, before on_val_end
+PHASE_FINALIZE = "finalize"  # after the last on_fit_epoch_end: plots, before on_train_end
+PHASE_CLEANUP = "cleanup"  # memory and dataloaders released after on_train_end, before teardown
+
+# Results on the epoch and val spans: Ultralytics' own keys ("train/box_loss", "lr/pg0",
+# "metrics/mAP50-95(B)", "fitness") as scalar attributes, by result_attribute().
+RESULT_PREFIX = "ultralytics."
+
+
+def result_attribute(key: str) -> str:
+    """``metrics/mAP50-95(B)`` -> ``ultralytics.metrics.mAP50-95_B``; ``lr/pg0`` -> ``ultralytics.lr.pg0``."""
+    name = key.strip().replace("/", ".").replace("(", "_").replace(")", "").replace(" ", "_")
+    return RESULT_PREFIX + name
+
 
 # Attributes of the train span, from the trainer's args: scalars only, never the whole namespace;
 # model and data keep only their file name (full paths can hold user names).

@@ -69,8 +69,9 @@ class Recorded:
         self.tracer_provider = tracer_provider
 
     def spans(self, name=None):
+        """Finished spans; by name, or by event for callback spans (named "event callback")."""
         spans = self.exporter.get_finished_spans()
-        return [s for s in spans if name is None or s.name == name]
+        return [s for s in spans if name is None or name in (s.name, s.attributes.get(semconv.ATTR_EVENT))]
 
     def callback_spans(self):
         return [s for s in self.spans() if semconv.ATTR_EVENT in s.attributes]
@@ -109,8 +110,12 @@ def trace_file(tmp_path):
 
 @pytest.fixture
 def settings(request):
-    """Override per test with ``@pytest.mark.parametrize("settings", [...], indirect=True)``."""
-    return getattr(request, "param", Settings())
+    """Override per test with ``@pytest.mark.parametrize("settings", [...], indirect=True)``.
+
+    Unit tests see every callback's span, the default hooks' too, so that trees show each event;
+    tests of that default itself pass ``Settings()``.
+    """
+    return getattr(request, "param", Settings(default_hook_spans=True))
 
 
 @pytest.fixture

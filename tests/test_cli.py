@@ -127,3 +127,18 @@ def test_the_timing_table_is_printed_once_when_the_application_logs_at_info(tmp_
 
 def run_train_code():
     return "from tests.engines import DetectionTrainer, run_train\nrun_train(DetectionTrainer())\n"
+
+
+def test_send_merges_the_environments_resource_over_the_files(trace_file):
+    env = {
+        **CONSOLE,
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "replayed",
+        "OTEL_RESOURCE_ATTRIBUTES": "openinference.project.name=yolo",
+    }
+    out = cli("send", trace_file, env=env)
+    assert out.returncode == 0, out.stderr
+    spans = len(file_spans(trace_file))
+    assert out.stdout.count('"service.name": "replayed"') == spans, "the environment wins per key"
+    assert out.stdout.count('"openinference.project.name": "yolo"') == spans
+    assert out.stdout.count('"telemetry.sdk.language": "python"') == spans, "the file's keys stay"

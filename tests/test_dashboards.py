@@ -68,7 +68,7 @@ def test_the_schema_check_can_fail(dashboard, validator):
 
 def test_dashboard_content(dashboard):
     titles = [p["title"] for p in dashboard["panels"]]
-    assert len(titles) == len(set(titles)) == 8
+    assert len(titles) == len(set(titles)) == 9
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert set(variables) == {"datasource", "traces", "service", "run", "event", "integration"}
     assert (

@@ -1,6 +1,6 @@
 """The package's layers, read from its source: imports go one way, no cycles, small modules.
 
-    contract < telemetry < tracing < adapters < apps    (the root package re-exports the public API)
+contract < telemetry < tracing < adapters < apps    (the root package re-exports the public API)
 """
 
 from __future__ import annotations

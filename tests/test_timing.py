@@ -156,7 +156,9 @@ def test_same_exception_object_is_reraised(recorded):
     assert len(failed) == 6, "a failing invocation always gets its span, sampled or not"
 
 
-@pytest.mark.parametrize("settings", [Settings(batch_spans_first=2, batch_spans_every=4)], indirect=True)
+@pytest.mark.parametrize(
+    "settings", [Settings(batch_spans_first=2, batch_spans_every=4, default_hook_spans=True)], indirect=True
+)
 def test_batch_spans_are_sampled_but_metrics_count_every_call(recorded):
     trainer = DetectionTrainer()
     run_train(trainer, epochs=2, batches=10, val_batches=9)
@@ -195,7 +197,7 @@ def test_slow_unsampled_batch_call_keeps_its_span_with_real_times(recorded, capl
         trainer.run_callbacks("on_train_batch_start")
         trainer.run_callbacks("on_train_batch_end")
     (span,) = recorded.callback_spans()
-    assert span.name == "on_train_batch_end"
+    assert span.name == "on_train_batch_end sometimes_slow"
     assert span.attributes[A.ATTR_BATCH_INDEX] == 2
     assert span.attributes[A.ATTR_CALLBACK] == f"{__name__}.{sometimes_slow.__qualname__}"
     assert before < span.start_time < span.end_time

@@ -48,6 +48,14 @@ def _attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in pairs}
 
 
+def _resource(resource: Any, schema_url: str) -> Resource:
+    """The file's resource with the environment's over it (``OTEL_RESOURCE_ATTRIBUTES``,
+    ``OTEL_SERVICE_NAME``), merged as the SDK merges resources: the later one wins per key."""
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    return Resource(_attributes(resource.attributes), schema_url or None).merge(OTELResourceDetector().detect())
+
+
 def _scope(scope: Any, schema_url: str) -> InstrumentationScope:
     return InstrumentationScope(
         scope.name, scope.version or None, schema_url or None, _attributes(scope.attributes)
@@ -67,9 +75,7 @@ def _context(trace_id: bytes, span_id: bytes, flags: int = 1, trace_state: str =
 def spans(request: Any) -> Iterator[ReadableSpan]:
     """The spans of one ``ExportTraceServiceRequest`` as the SDK's ``ReadableSpan``."""
     for resource_spans in request.resource_spans:
-        resource = Resource(
-            _attributes(resource_spans.resource.attributes), resource_spans.schema_url or None
-        )
+        resource = _resource(resource_spans.resource, resource_spans.schema_url)
         for scope_spans in resource_spans.scope_spans:
             scope = _scope(scope_spans.scope, scope_spans.schema_url)
             for span in scope_spans.spans:
@@ -148,7 +154,7 @@ def metrics_data(request: Any) -> MetricsData:
     return MetricsData(
         [
             ResourceMetrics(
-                Resource(_attributes(rm.resource.attributes), rm.schema_url or None),
+                _resource(rm.resource, rm.schema_url),
                 [
                     ScopeMetrics(
                         _scope(sm.scope, sm.schema_url),

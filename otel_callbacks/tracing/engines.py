@@ -25,7 +25,7 @@ class Phase:
     """An open phase: its span (None when unsampled), the context its children start in, and its
     path below the run's own phase (``("epoch", "batch")``) for the timing table."""
 
-    __slots__ = ("_children", "context", "name", "path", "span", "start")
+    __slots__ = ("_children", "context", "covered", "name", "path", "span", "start")
 
     def __init__(
         self, name: str, span: Any, parent: Context | None, start: int, path: tuple[str, ...]
@@ -35,6 +35,7 @@ class Phase:
         self.context = trace.set_span_in_context(span, parent) if span is not None else parent
         self.start = start
         self.path = path
+        self.covered = 0  # ns of it that its child phases and spanned callbacks account for
         self._children: dict[str, tuple[str, ...]] = {}
 
     def child(self, name: str) -> tuple[str, ...]:
@@ -84,6 +85,7 @@ class EngineState:
         "slow_ns",
         "stack",
         "threshold_ns",
+        "val_end",
     )
 
     def __init__(self, ref: Callable[[], Any], slow_ns: int, batch_window: int) -> None:
@@ -105,6 +107,7 @@ class EngineState:
         self.parent: EngineState | None = None  # the trainer a validator works for
         self.run: Run | None = None
         self.last_end = 0  # perf_counter_ns when the engine's last firing returned
+        self.val_end = 0  # a trainer's: when its validator's last on_val_end returned
 
     @property
     def epoch(self) -> int | None:
@@ -115,6 +118,12 @@ class EngineState:
 
     def top(self, name: str) -> bool:
         return bool(self.stack) and self.stack[-1].name == name
+
+    def top_phase(self) -> Phase | None:
+        """The innermost open phase, a validator's trainer's when it has none of its own."""
+        if self.stack:
+            return self.stack[-1]
+        return self.parent.stack[-1] if self.parent is not None and self.parent.stack else None
 
     def innermost(self) -> Context | None:
         """The context of the innermost open phase: the parent of what starts now."""

@@ -23,3 +23,13 @@ def integration_of(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
     return semconv.integration_of_module(getattr(func, "__module__", None) or "")
+
+
+def span_name(event: str, integration: str, callback_name: str) -> str:
+    """``on_fit_epoch_end checkpoint_uploader``, ``on_train_epoch_end tensorboard``; a default hook's
+    span is the event's own name."""
+    if integration == semconv.INTEGRATION_DEFAULT:
+        return event
+    if integration != semconv.INTEGRATION_USER:
+        return f"{event} {integration}"
+    return f"{event} {callback_name.rsplit('.', 1)[-1]}"

@@ -14,21 +14,25 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv as sc
+from .batches import WAIT_AFTER, UnsampledBatches
 from .clock import wall
-from .engines import RUN_PHASES, BatchCache, EngineState, Phase
-from .slow import update_relative_threshold
+from .engines import RUN_PHASES, EngineState, Phase
+from .gaps import Gaps
+from .results import epoch_results, val_results
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
 
-# A training batch's wait for the dataloader starts after the previous batch or the epoch's start.
-_WAIT_AFTER = ("on_train_batch_end", "on_train_epoch_start")
+# Phases whose spans follow their batch's sampling.
+_SAMPLED_PHASES = (sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH)
+# Phases whose spans carry the run's results, read from their engine when they end.
+_RESULTS = {sc.PHASE_EPOCH: epoch_results, sc.PHASE_VAL: val_results}
 # Phases whose span turns ERROR when anything in their run did not close normally.
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
 
 
-class PhaseMachine:
+class PhaseMachine(UnsampledBatches, Gaps):
     """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
     and runs. Handlers are keyed by the event whose firing they react to."""
 
@@ -42,7 +46,9 @@ class PhaseMachine:
             "on_fit_epoch_end": self._fit_epoch_end,
             "teardown": self._teardown,
             "on_val_start": self._val_start,
-            "on_val_end": lambda s, now: self._end(s, sc.PHASE_VAL),
+            "on_val_batch_start": self._val_batch_start,
+            "on_val_batch_end": lambda s, now: self._end(s, sc.PHASE_VAL_BATCH),
+            "on_val_end": self._val_end,
             "on_predict_start": self._predict_start,
             "on_predict_batch_start": self._predict_batch_start,
             "on_predict_batch_end": lambda s, now: self._end(s, sc.PHASE_PREDICT_BATCH),
@@ -57,7 +63,7 @@ class PhaseMachine:
         self, state: EngineState, name: str, now: int, parent: Context | None, **attributes: Any
     ) -> None:
         span = None
-        if state.sampled or name not in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH):
+        if state.sampled or name not in _SAMPLED_PHASES:
             attributes[sc.ATTR_PHASE] = name
             span = self._tracer.start_span(name, context=parent, attributes=attributes, start_time=wall(now))
             if state.run is not None:
@@ -88,82 +94,33 @@ class PhaseMachine:
         if not state.stack and name in RUN_PHASES and state.parent is None:
             self._finish_run(state, end)
         elif state.parent is not None and name == sc.PHASE_VAL:
+            state.parent.val_end = end
             state.run = None  # the validator's next val may belong to another epoch or run
 
     def _finish(self, state: EngineState, phase: Phase, end: int, error: str | None = None) -> None:
         elapsed = end - phase.start
         if phase.name != sc.PHASE_TRAIN or error is None:
             self._record_phase(state, phase.name, phase.path, elapsed)
+        parent = state.top_phase()  # the phase was popped: what holds it
+        if parent is not None:
+            parent.covered += elapsed
         if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH):
             self._batch_time(state, elapsed)
         run = state.run
         if error is not None and run is not None:
             run.fail(error)
-        if phase.span is None:
+        span = phase.span
+        if span is None:
             return
+        if phase.covered:
+            span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)
+        if error is None and phase.name in _RESULTS:
+            span.set_attributes(_RESULTS[phase.name](state.ref()))
         if error is not None:
-            phase.span.set_status(Status(StatusCode.ERROR, error))
-        elif run is not None and run.failures and phase.name in _RUN_ROOTS:
-            phase.span.set_status(Status(StatusCode.ERROR, run.failures[0]))
-        phase.span.end(end_time=wall(end))
-
-    # The training batch, unsampled: a few appends and comparisons --------------------------
-
-    def _unsampled_batch_start(self, state: EngineState, now: int) -> bool:
-        """Open an unsampled batch on its epoch; False (nothing changed) where the generic path
-        must run: a sampled batch, no epoch on top, a batch left open."""
-        run, stack = state.run, state.stack
-        if run is None or not stack:
-            return False
-        cache = state.batch_cache
-        if cache is None or cache.parent is not stack[-1] or cache.run is not run:
-            if stack[-1].name != sc.PHASE_EPOCH:
-                return False
-            cache = state.batch_cache = BatchCache(
-                stack[-1],
-                run,
-                self._phase_buffer(sc.PHASE_BATCH, run.mode),
-                self._phase_buffer(sc.PHASE_DATALOADER, run.mode),
-            )
-        index = state.batch_index + 1
-        if run.spans < self._max_spans and (
-            index < self._spans_first or (self._spans_every and not index % self._spans_every)
-        ):
-            return False  # sampled: the generic path (Settings.samples_batch) opens it with spans
-        state.batch_index = index
-        state.sampled = False
-        state.threshold_ns = state.batch_slow_ns
-        if state.last_end and state.previous in _WAIT_AFTER:
-            wait = now - state.last_end
-            buffer, totals = cache.wait_buffer, cache.wait_totals
-            buffer.append(wait)
-            if len(buffer) >= self._limits.buffer_limit:
-                self._telemetry.phase_duration.fold(buffer)
-            totals[0] += 1
-            totals[1] += wait
-        idle = cache.idle
-        idle.start = now
-        stack.append(idle)
-        state.context = idle.context
-        return True
-
-    def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
-        elapsed = end - state.stack.pop().start
-        buffer, totals = cache.batch_buffer, cache.batch_totals
-        buffer.append(elapsed)
-        if len(buffer) >= self._limits.buffer_limit:
-            self._telemetry.phase_duration.fold(buffer)
-        totals[0] += 1
-        totals[1] += elapsed
-        self._batch_time(state, elapsed)
-
-    def _batch_time(self, state: EngineState, elapsed: int) -> None:
-        """Keep a batch's time; the relative threshold follows while the window fills, then every
-        quarter window."""
-        times = state.batch_times
-        times.append(elapsed)
-        if len(times) < self._limits.batch_window or not state.batch_index % self._rethreshold_every:
-            update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)
+            span.set_status(Status(StatusCode.ERROR, error))
+        elif run is not None and run.failures and not run.raised and phase.name in _RUN_ROOTS:
+            span.set_status(Status(StatusCode.ERROR, run.failures[0]))
+        span.end(end_time=wall(end))
 
     def _abort_top(self, state: EngineState, now: int, reason: str) -> None:
         self._finish(state, state.stack.pop(), state.last_end or now, reason)
@@ -190,21 +147,35 @@ class PhaseMachine:
     def _batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_BATCH):  # a batch whose end event never fired
             self._abort_top(state, now, "batch did not end before the next one started")
-        parent = state.innermost()
-        if state.previous in _WAIT_AFTER and state.last_end:
+        if state.previous in WAIT_AFTER and state.last_end:
             # Between the previous batch's last callback and this batch: waiting for the dataloader.
-            path = state.path_of(sc.PHASE_DATALOADER)
-            self._record_phase(state, sc.PHASE_DATALOADER, path, now - state.last_end)
-            if state.sampled:
-                self._tracer.start_span(
-                    sc.PHASE_DATALOADER,
-                    context=parent,
-                    attributes={sc.ATTR_PHASE: sc.PHASE_DATALOADER},
-                    start_time=wall(state.last_end),
-                ).end(end_time=wall(now))
-                if state.run is not None:
-                    state.run.spans += 1
-        self._open(state, sc.PHASE_BATCH, now, parent)
+            self._dataloader_wait(state, now)
+        self._open(state, sc.PHASE_BATCH, now, state.innermost(), **self._batch_attributes(state))
+
+    def _dataloader_wait(self, state: EngineState, now: int) -> None:
+        attributes = self._batch_attributes(state)
+        self._closed_phase(
+            state, sc.PHASE_DATALOADER, state.last_end, now, state.top_phase(), state.sampled, **attributes
+        )
+
+    def _batch_attributes(self, state: EngineState) -> dict[str, Any]:
+        epoch = state.epoch
+        attributes = {sc.ATTR_BATCH_INDEX: state.batch_index}
+        if epoch is not None:
+            attributes[sc.ATTR_EPOCH] = epoch
+        return attributes
+
+    def _val_batch_start(self, state: EngineState, now: int) -> None:
+        if state.top(sc.PHASE_VAL_BATCH):
+            self._abort_top(state, now, "val batch did not end before the next one started")
+        if state.previous in ("on_val_start", "on_val_batch_end") and state.last_end:
+            self._dataloader_wait(state, now)
+        self._open(state, sc.PHASE_VAL_BATCH, now, state.innermost(), **self._batch_attributes(state))
+
+    def _val_end(self, state: EngineState, now: int) -> None:
+        if state.previous == "on_val_batch_end" and state.last_end and state.top(sc.PHASE_VAL):
+            self._closed_phase(state, sc.PHASE_VAL_METRICS, state.last_end, now, state.stack[-1])
+        self._end(state, sc.PHASE_VAL)
 
     def _teardown(self, state: EngineState, now: int) -> None:
         """Ultralytics runs teardown in a ``finally``: whatever is still open did not finish."""
@@ -232,10 +203,16 @@ class PhaseMachine:
             return
         state.parent, state.run = trainer, trainer.run
         trainer.run.members.append(weakref.ref(state))
+        if trainer.top(sc.PHASE_EPOCH) and trainer.event == "on_train_epoch_end" and trainer.last_end:
+            self._closed_phase(trainer, sc.PHASE_CLEAR_MEMORY, trainer.last_end, now, trainer.stack[-1])
         if not trainer.top(sc.PHASE_EPOCH) and not trainer.top(sc.PHASE_FINAL_EVAL):
-            # Validation after the last epoch: Ultralytics' final evaluation of best.pt.
-            self._open(trainer, sc.PHASE_FINAL_EVAL, now, trainer.innermost())
+            # Validation after the last epoch: Ultralytics' final evaluation of best.pt, after it
+            # stripped the optimizer from last.pt and best.pt.
+            start = trainer.last_end or now
+            self._open(trainer, sc.PHASE_FINAL_EVAL, start, trainer.innermost())
             trainer.context = trainer.innermost()
+            if start < now:
+                self._closed_phase(trainer, sc.PHASE_STRIP_OPTIMIZER, start, now, trainer.stack[-1])
         state.batch_slow_ns = trainer.batch_slow_ns
         epoch = state.epoch
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}

@@ -115,6 +115,7 @@ class Run:
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
         self.failures_dropped = 0
+        self.raised = False  # a callback raised: its exception is the root span's status
         self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
         self.span_overhead_ns = 0
         self.span_calls = 0

@@ -15,6 +15,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import Status, StatusCode
+
 from .. import semconv as sc
 from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
 from .clock import perf_ns
@@ -36,19 +38,23 @@ _trackers: weakref.WeakKeyDictionary[Any, PhaseTracker] = weakref.WeakKeyDiction
 _trackers_lock = threading.Lock()
 
 
-def tracker_for(tel: Telemetry, calibrate: Callable[[Telemetry], float] | None = None) -> PhaseTracker:
+def tracker_for(tel: Telemetry) -> PhaseTracker:
     """The tracker of a configured telemetry, made on first use; it closes what is open when that
-    telemetry shuts down. ``calibrate`` measures the unsampled path's cost for the overhead line."""
+    telemetry shuts down."""
     with _trackers_lock:
         tracker = _trackers.get(tel)
         if tracker is None:
-            tracker = _trackers[tel] = PhaseTracker(tel, calibrate=calibrate)
+            tracker = _trackers[tel] = PhaseTracker(tel, calibrate=PhaseTracker.calibrate)
             tel.on_shutdown(lambda: tracker.close_all("process exit"))
         return tracker
 
 
 class PhaseTracker(PhaseMachine):
     """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs."""
+
+    calibrate: Callable[[Telemetry], float] | None = None
+    """Measures the unsampled path's cost for the overhead line (set by ``tracing/__init__``, which
+    assembles the layer: the wrapper it times imports the tracker)."""
 
     def __init__(
         self,
@@ -130,14 +136,36 @@ class PhaseTracker(PhaseMachine):
         """The list this callback's durations in the engine's current run go to."""
         return state.run.buffer(binding, error_type)
 
-    def spanned(self, state: EngineState, overhead_ns: int, made: bool, called: bool = True) -> None:
-        """Bookkeeping of a call that made (or tried) a span: the budget and the overhead line."""
+    def spanned(
+        self, state: EngineState, overhead_ns: int, made: bool, called: bool = True, elapsed: int = 0
+    ) -> None:
+        """Bookkeeping of a call that made (or tried) a span: the budget, the overhead line, and
+        the time it accounts for in its phase."""
+        top = state.stack[-1] if state.stack else None
+        if top is not None:
+            top.covered += elapsed
         run = state.run
         run.spans += made
         run.span_calls += called
         run.span_overhead_ns += overhead_ns
         if overhead_ns > run.worst_overhead_ns:
             run.worst_overhead_ns = overhead_ns
+
+    def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
+        """A callback raised: the phase it ran in and its run's root span are ERROR, the root with
+        the exception and the callback's name (Ultralytics lets it leave ``model.train()``)."""
+        error_type = type(error).__qualname__
+        status = Status(StatusCode.ERROR, f"{error_type}: {error}")
+        phase = state.top_phase()
+        owner = state.parent or state
+        root = owner.stack[0] if owner.stack else None
+        for target in {id(p): p for p in (phase, root) if p is not None and p.span is not None}.values():
+            target.span.set_status(status)
+            target.span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
+        if root is not None and root.span is not None:
+            root.span.record_exception(error, attributes={sc.ATTR_CALLBACK: callback_name}, escaped=True)
+        if state.run is not None:
+            state.run.raised = True
 
     def slow(
         self, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed: int, span: Any
@@ -181,6 +209,7 @@ class PhaseTracker(PhaseMachine):
     def _fire(self, state: EngineState, callback: Any, engine: Any, now: int) -> None:
         """A firing's start, the generic way: the event's handler moves the phases."""
         event = callback.event
+        self._trainer_gap(state, event, now)
         if event in _LOOP_START_EVENTS:
             state.batch_index = -1
         try:
@@ -220,7 +249,9 @@ class PhaseTracker(PhaseMachine):
 
     def _record_phase(self, state: EngineState, name: str, path: tuple[str, ...], elapsed_ns: int) -> None:
         run = state.run
-        buffer = self._phase_buffer(name, run.mode if run is not None else sc.MODE_TRAIN)
+        # A validation inside a training is val work: its phases go to the metrics as mode val.
+        mode = sc.MODE_VAL if state.parent is not None else run.mode if run is not None else sc.MODE_TRAIN
+        buffer = self._phase_buffer(name, mode)
         buffer.append(elapsed_ns)
         if len(buffer) >= self._limits.buffer_limit:
             self._telemetry.phase_duration.fold(buffer)

@@ -21,8 +21,8 @@ from ..config import Settings, instrumentation_enabled
 from ..hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
 from ..telemetry import providers
 from .clock import perf_ns, wall
-from .names import integration_of, qualified_name
-from .tracker import PhaseTracker, tracker_for
+from .names import integration_of, qualified_name, span_name
+from .tracker import tracker_for
 
 _perf_ns = perf_ns
 
@@ -53,14 +53,24 @@ class _Binding:
     """What a wrapper needs from one configured telemetry and its tracker, and the duration list
     of the run it last ran in (one identity check on the hot path)."""
 
-    __slots__ = ("attributes", "buffer_limit", "last", "states", "telemetry", "tracer", "tracker")
+    __slots__ = (
+        "attributes",
+        "buffer_limit",
+        "last",
+        "span_name",
+        "spans",
+        "states",
+        "telemetry",
+        "tracer",
+        "tracker",
+    )
 
     def __init__(
         self, owner: InstrumentedCallback, tel: providers.Telemetry, tracker: Any = None, engine: Any = None
     ) -> None:
         self.telemetry = tel
         self.tracer = tel.tracer
-        self.tracker = tracker or tracker_for(tel, fast_path_cost_ns)
+        self.tracker = tracker or tracker_for(tel)
         self.states = self.tracker.states
         self.attributes = {
             semconv.ATTR_EVENT: owner.event,
@@ -69,6 +79,10 @@ class _Binding:
             semconv.ATTR_MODE: owner.mode or mode_of(owner.event, engine),
         }
         self.buffer_limit = tel.callback_duration.limit
+        # The no-op default hooks are counted, but spanned only on request (or when slow or failed).
+        self.spans = tel.settings.default_hook_spans or owner.integration != semconv.INTEGRATION_DEFAULT
+        # The event and whose callback it is: a bounded set of names; numbers stay attributes.
+        self.span_name = span_name(owner.event, owner.integration, owner.callback_name)
         # (run, its duration list): one tuple, replaced whole, so that trainers in other threads
         # sharing this callback never pair one run with another's list.
         self.last: tuple[Any, list[int]] = (None, [])
@@ -149,7 +163,7 @@ class InstrumentedCallback:
         state = binding.states.get(id(engine))
         if state is None or self.event != state.event or self is state.first:
             state = binding.tracker.enter(engine, self, state)  # a new firing: move the phases on
-        if state.sampled:
+        if state.sampled and binding.spans:
             return self._call_with_span(binding, state, args, kwargs)
         start = _perf_ns()
         try:
@@ -177,7 +191,7 @@ class InstrumentedCallback:
         span = token = None
         try:
             span = binding.tracer.start_span(
-                self.event,
+                binding.span_name,
                 context=state.context,
                 attributes=self._attributes(state),
                 start_time=wall(entered),
@@ -201,7 +215,7 @@ class InstrumentedCallback:
                 end = _perf_ns()
                 if span is not None:
                     span.end(end_time=wall(end))
-                binding.tracker.spanned(state, end - entered - elapsed, span is not None)
+                binding.tracker.spanned(state, end - entered - elapsed, span is not None, elapsed=elapsed)
                 self._leave(binding, state, end, error is not None)
             except Exception as exc:
                 binding.telemetry.report_error(exc)
@@ -212,11 +226,14 @@ class InstrumentedCallback:
         """A span for an unsampled batch call that was slow or failed, with its real times."""
         try:
             span = binding.tracer.start_span(
-                self.event, context=state.context, attributes=self._attributes(state), start_time=wall(start)
+                binding.span_name,
+                context=state.context,
+                attributes=self._attributes(state),
+                start_time=wall(start),
             )
             self._observe(binding, state, end - start, error, span)
             span.end(end_time=wall(end))
-            binding.tracker.spanned(state, _perf_ns() - end, True, called=False)
+            binding.tracker.spanned(state, _perf_ns() - end, True, called=False, elapsed=end - start)
             self._leave(binding, state, end, error is not None)
         except Exception as exc:
             binding.telemetry.report_error(exc)
@@ -246,46 +263,11 @@ class InstrumentedCallback:
         durations.append(elapsed)
         if len(durations) >= binding.buffer_limit:
             binding.telemetry.callback_duration.fold(durations)
-        if error_type is not None and span is not None:
-            span.record_exception(error, escaped=True)
-            span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
-            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+        if error_type is not None:
+            if span is not None:
+                span.record_exception(error, escaped=True)
+                span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
+            binding.tracker.raised(state, self.callback_name, error)
         if elapsed > state.threshold_ns:
             binding.tracker.slow(self, binding.attributes, state, elapsed, span)
-
-
-def _probe(engine: Any) -> None:
-    """The no-op that :func:`fast_path_cost_ns` times."""
-
-
-class _ProbeEngine:
-    pass
-
-
-def fast_path_cost_ns(tel: providers.Telemetry, calls: int = 2000) -> float:
-    """The unsampled per-batch path's own cost per call, measured here on a no-op callback.
-
-    Runs against a private phase tracker and a scratch histogram, so nothing it does is exported.
-    """
-    from dataclasses import replace
-
-    from opentelemetry.metrics import NoOpHistogram
-
-    from ..telemetry.histograms import BufferedHistogram
-
-    scratch = BufferedHistogram(NoOpHistogram("probe"))
-    tracker = PhaseTracker(tel, scratch, replace(tel.settings, summary=False))
-    probe = InstrumentedCallback(_probe, "on_train_batch_end")
-    probe._binding = _Binding(probe, tel, tracker)
-    engine = _ProbeEngine()
-    state = tracker.enter(engine, probe)
-    state.sampled, state.batch_slow_ns, state.threshold_ns = False, 1 << 62, 1 << 62
-    start = _perf_ns()
-    for _ in range(calls):
-        probe(engine)
-    instrumented = _perf_ns() - start
-    start = _perf_ns()
-    for _ in range(calls):
-        _probe(engine)
-    bare = _perf_ns() - start
-    return max(0.0, (instrumented - bare) / calls)

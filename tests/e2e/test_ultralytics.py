@@ -47,6 +47,16 @@ class Truth:
         return count
 
 
+# The phases of a real 2-epoch training: 8 images at batch 4 (2 batches an epoch), 4 val images in one
+# val batch (Ultralytics validates at twice the batch size).
+REAL_TWO_EPOCH_PHASES = {
+    **TWO_EPOCH_PHASES,
+    "dataloader": 7,
+    "val_batch": 3,
+}
+
+
+@pytest.mark.parametrize("settings", [Settings()], indirect=True)  # the defaults a user gets
 def test_installed_runs_give_the_span_trees_and_every_call_is_counted(recorded, train_args, data, tmp_path):
     install()
     model = YOLO("yolo11n.yaml")
@@ -79,7 +89,7 @@ def test_installed_runs_give_the_span_trees_and_every_call_is_counted(recorded, 
 
     train = Tree(by_trace["train"])
     phases = Counter(s.name for s in train.spans if sc.ATTR_PHASE in s.attributes)
-    assert phases == TWO_EPOCH_PHASES  # 8 images at batch 4: 2 batches an epoch
+    assert phases == REAL_TWO_EPOCH_PHASES
     assert train.parent_names(train.phases("val")) == ["epoch", "epoch", "final_eval"]
     assert train.parent_names(train.callbacks("on_fit_epoch_end"))[-1] == "final_eval"
     assert set(train.parent_names(train.callbacks("on_train_batch_end"))) == {"batch"}
@@ -89,19 +99,41 @@ def test_installed_runs_give_the_span_trees_and_every_call_is_counted(recorded, 
     assert run.attributes["ultralytics.data"] == "data.yaml" and run.attributes["ultralytics.epochs"] == 2
     assert not any("/" in str(v) for s in tree.spans for v in s.attributes.values()), "no paths"
     integrations = {s.attributes[sc.ATTR_INTEGRATION] for s in train.spans if sc.ATTR_EVENT in s.attributes}
-    assert {"default", "user", "events", "platform"} <= integrations
+    assert {"user", "events", "platform"} <= integrations and "default" not in integrations, "no no-op spans"
+    callback_spans = [s for s in train.spans if sc.ATTR_EVENT in s.attributes]
+    assert all(s.name.startswith(s.attributes[sc.ATTR_EVENT] + " ") for s in callback_spans)
+    containers = ("train", "epoch", "val", "final_eval")  # phases whose children are phases
+    for phase in (s for s in train.spans if s.name in containers and sc.ATTR_PHASE in s.attributes):
+        duration = (phase.end_time - phase.start_time) / 1e9
+        assert phase.attributes[sc.ATTR_UNTRACED] <= 0.1 * duration, f"{phase.name}: children explain 90%"
+    epochs = train.phases("epoch")
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2]
+    for epoch in epochs:
+        for key in ("train.box_loss", "lr.pg0", "metrics.mAP50_B", "metrics.mAP50-95_B", "fitness"):
+            assert isinstance(epoch.attributes[f"ultralytics.{key}"], float), key
+    assert all(isinstance(v.attributes["ultralytics.metrics.mAP50-95_B"], float) for v in train.phases("val"))
+    assert {b.attributes[sc.ATTR_BATCH_INDEX] for b in train.phases("batch")} == {0, 1}
     late_spans = [
         s for s in train.callbacks("on_train_epoch_end") if "late_callback" in s.attributes[sc.ATTR_CALLBACK]
     ]
     assert [s.attributes[sc.ATTR_INTEGRATION] for s in late_spans] == ["user", "user"] and late == [0, 1]
 
     val = Tree(by_trace["val"])
-    assert [s.name for s in val.spans if sc.ATTR_PHASE in s.attributes] == ["val"]
+    assert Counter(s.name for s in val.spans if sc.ATTR_PHASE in s.attributes) == {
+        "val": 1,
+        "dataloader": 1,
+        "val_batch": 1,
+        "val_metrics": 1,
+    }
     predict = Tree(by_trace["predict"])
     assert len(predict.phases("predict_batch")) == 2 and len(predict.phases("predict")) == 1
     assert set(predict.parent_names(predict.callbacks("on_predict_postprocess_end"))) == {"predict_batch"}
     export = Tree(by_trace["export"])
-    assert {s.name for s in export.spans} == {"export", "on_export_start", "on_export_end"}
+    assert {s.attributes.get(sc.ATTR_EVENT, s.name) for s in export.spans} == {
+        "export",
+        "on_export_start",
+        "on_export_end",
+    }
 
     points = {(a[sc.ATTR_EVENT], a[sc.ATTR_CALLBACK]): p.count for a, p in recorded.durations()}
     assert sum(truth.count.values()) >= 48 and truth.count["on_predict_batch_end"] == 2
@@ -132,7 +164,7 @@ def train_once(train_args, name):
 
 # Every internal threshold lowered so that a 3-epoch, 6-batch training crosses each one.
 CROSSED = Settings(
-    max_spans=60,
+    max_spans=30,
     batch_spans_first=1,
     batch_spans_every=2,
     limits=Limits(buffer_limit=2, reservoir_size=2, batch_window=3, batch_min=2, failures=1),
@@ -192,6 +224,31 @@ def test_a_raising_callback_raises_the_same_exception(recorded, train_args, inst
         assert teardown and all(s.parent.span_id == train.context.span_id for s in teardown)
     else:
         assert recorded.spans() == []
+
+
+def test_a_crash_in_the_last_epochs_end_event_marks_the_root_and_its_phase(recorded, train_args):
+    install()
+    model = YOLO("yolo11n.yaml")
+
+    def upload_results(trainer):
+        if trainer.epoch == 1:  # the last epoch's on_fit_epoch_end
+            raise Boom("results service down")
+
+    model.add_callback("on_fit_epoch_end", upload_results)
+    with pytest.raises(Boom):
+        model.train(**train_args)
+    tree = Tree(recorded.spans())
+    (train,) = tree.phases("train")
+    assert train.status.status_code is StatusCode.ERROR
+    assert train.status.description == "Boom: results service down"
+    assert train.attributes[sc.ATTR_ERROR_TYPE] == "Boom"
+    (exception,) = [e for e in train.events if e.name == "exception"]
+    assert exception.attributes[sc.ATTR_CALLBACK].endswith("upload_results")
+    assert exception.attributes["exception.message"] == "results service down"
+    first, last = tree.phases("epoch")
+    assert first.status.status_code is StatusCode.UNSET
+    assert last.status.status_code is StatusCode.ERROR and last.attributes[sc.ATTR_ERROR_TYPE] == "Boom"
+    assert recorded.open_spans.open == {}
 
 
 def callbacks_behaviour():
@@ -282,7 +339,7 @@ def test_trainer_callbacks_survive_the_ddp_pickle_and_trace_in_the_worker(train_
     assert "worker epoch 0" in out.stdout
     spans = spans_in(otel_dir)
     assert Counter(s.name for s in spans)["epoch"] == 1
-    assert any(s.name == "on_train_epoch_end" and "<lambda>" in attr(s, sc.ATTR_CALLBACK) for s in spans)
+    assert any(s.name == "on_train_epoch_end <lambda>" and "<lambda>" in attr(s, sc.ATTR_CALLBACK) for s in spans)
 
 
 def spans_in(directory: Path):
@@ -329,4 +386,4 @@ def test_opentelemetry_instrument_needs_no_code_change(train_args, tmp_path, dis
     if disabled:
         assert names == Counter()
     else:
-        assert names["train"] == 1 and names["epoch"] == 1 and names["teardown"] >= 1
+        assert names["train"] == 1 and names["epoch"] == 1 and names["teardown platform"] >= 1

@@ -1,0 +1,50 @@
+"""The run's results as span attributes: losses, learning rates, fitness and metrics, read from
+the engine the way Ultralytics' own loggers read them (scalars only, names by semconv)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from .. import semconv as sc
+
+
+def _scalars(results: dict[str, Any]) -> dict[str, float]:
+    attributes = {}
+    for key, value in results.items():
+        if isinstance(value, bool) or not isinstance(key, str):
+            continue
+        try:
+            number = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            continue
+        attributes[sc.result_attribute(key)] = number
+    return attributes
+
+
+def epoch_results(trainer: Any) -> dict[str, float]:
+    """An epoch's training losses, learning rates and, after validation, its metrics and fitness."""
+    results: dict[str, Any] = {}
+    label = getattr(trainer, "label_loss_items", None)
+    tloss = getattr(trainer, "tloss", None)
+    if callable(label) and tloss is not None:
+        with contextlib.suppress(Exception):  # a trainer without losses yet: nothing to show
+            results.update(label(tloss, prefix="train") or {})
+    for name in ("lr", "metrics"):
+        values = getattr(trainer, name, None)
+        if isinstance(values, dict):
+            results.update(values)
+    fitness = getattr(trainer, "fitness", None)
+    if fitness is not None:
+        results["fitness"] = fitness
+    return _scalars(results)
+
+
+def val_results(validator: Any) -> dict[str, float]:
+    """A validation's metrics (mAP50, mAP50-95, precision, recall and the task's others)."""
+    metrics = getattr(validator, "metrics", None)
+    try:
+        results = getattr(metrics, "results_dict", None)
+    except Exception:  # metrics not computed (no labels, an interrupted validation)
+        return {}
+    return _scalars(results) if isinstance(results, dict) else {}
