@@ -143,8 +143,14 @@ def test_two_epoch_training_tree(recorded):
         if parent is not None:
             assert parent.start_time <= span.start_time <= span.end_time <= parent.end_time, span.name
 
-    counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    counts = Counter()
+    for attributes, point in recorded.points(sc.METRIC_PHASE_DURATION):  # train and val modes
+        counts[attributes[sc.ATTR_PHASE]] += point.count
     assert counts == TWO_EPOCH_PHASES
+    val_modes = {
+        a[sc.ATTR_MODE] for a, _ in recorded.points(sc.METRIC_PHASE_DURATION) if a[sc.ATTR_PHASE] == "val"
+    }
+    assert val_modes == {"val"}, "a validation inside a training is val work in the metrics"
 
 
 def test_model_val_is_a_root_val_span(recorded):

@@ -53,7 +53,9 @@ def _resource(resource: Any, schema_url: str) -> Resource:
     ``OTEL_SERVICE_NAME``), merged as the SDK merges resources: the later one wins per key."""
     from opentelemetry.sdk.resources import OTELResourceDetector
 
-    return Resource(_attributes(resource.attributes), schema_url or None).merge(OTELResourceDetector().detect())
+    return Resource(_attributes(resource.attributes), schema_url or None).merge(
+        OTELResourceDetector().detect()
+    )
 
 
 def _scope(scope: Any, schema_url: str) -> InstrumentationScope:

@@ -339,7 +339,9 @@ def test_trainer_callbacks_survive_the_ddp_pickle_and_trace_in_the_worker(train_
     assert "worker epoch 0" in out.stdout
     spans = spans_in(otel_dir)
     assert Counter(s.name for s in spans)["epoch"] == 1
-    assert any(s.name == "on_train_epoch_end <lambda>" and "<lambda>" in attr(s, sc.ATTR_CALLBACK) for s in spans)
+    assert any(
+        s.name == "on_train_epoch_end <lambda>" and "<lambda>" in attr(s, sc.ATTR_CALLBACK) for s in spans
+    )
 
 
 def spans_in(directory: Path):
