@@ -1,4 +1,5 @@
-"""otel-callbacks: the command line. `demo` runs the main job; `send` replays OTLP/JSON-lines files."""
+"""otel-callbacks: the command line. `demo` runs the main job; `send` replays OTLP/JSON-lines files into
+exporters; `report` writes them as one HTML page."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
                 status = "delivered"
             print(f"  {signal}: {destination} ({status})")
     if file is not None and file.is_file() and any("file " in d for d in tel.destinations.get("traces", ())):
+        print(f"  report: {write_report(file, workdir / 'report.html')}")
         print(f"  look at it in a backend later: otel-callbacks send {file}")
     print("  timing tables: printed above at the end of each run (train, val, predict, export)")
     print("  send the same run to Jaeger (OTLP on 4318, UI on http://localhost:16686):")
@@ -99,6 +101,42 @@ def _send(args: argparse.Namespace) -> int:
     return 1 if (missing or sent.failed) else 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    try:
+        from .report_html import render
+    except ImportError:
+        raise SettingsError("the report needs Plotly: pip install 'otel-callbacks[report]'") from None
+    from .report import read
+
+    files, missing = expand(args.files)
+    for argument in missing:
+        print(f"otel-callbacks report: no such file, or no *.jsonl under it: {argument}", file=sys.stderr)
+    if not files:
+        return 2
+    report = read(files)
+    for line in report.bad_lines:
+        print(line, file=sys.stderr)
+    if not report.runs and not report.callbacks:
+        print("otel-callbacks report: nothing usable in the input", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(report), encoding="utf-8")
+    print(f"otel-callbacks report: {len(report.runs)} runs -> {output.resolve()} (open it in a browser)")
+    return 1 if (missing or report.bad_lines) else 0
+
+
+def write_report(file: Path, output: Path) -> str:
+    """The demo's report beside its data: the path, or why there is none."""
+    try:
+        from .report import read
+        from .report_html import render
+    except ImportError:
+        return "none (pip install 'otel-callbacks[report]' for an HTML report)"
+    output.write_text(render(read([file])), encoding="utf-8")
+    return f"{output.resolve()} (open it in a browser)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-callbacks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     send.add_argument("files", nargs="+", help="files, directories (their *.jsonl) or globs")
     send.set_defaults(handler=_send)
+    report = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page (waterfall, tables, plots) from OTLP/JSON-lines files",
+        description="Exit status: 0 written, 1 written with bad lines skipped, 2 nothing usable.",
+    )
+    report.add_argument("files", nargs="+", help="files, directories (their *.jsonl) or globs")
+    report.add_argument("-o", "--output", default="report.html", help="the page to write (report.html)")
+    report.set_defaults(handler=_report)
     args = parser.parse_args(argv)
     if args.command == "demo" and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")

@@ -34,6 +34,7 @@ def test_demo_runs_offline_and_keeps_everything_under_its_dir(tmp_path):
     roots = Counter(s.name for s in spans_in(tmp_path / "demo" / "otel") if not s.parent_span_id)
     assert roots == {"train": 1, "val": 1, "predict": 1, "export": 1}
     assert (tmp_path / "demo" / "runs" / "train" / "weights" / "best.torchscript").is_file()
+    assert f"report: {tmp_path / 'demo' / 'report.html'} (open it in a browser)" in out.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"], "nothing written outside --dir"
 
 

@@ -1,0 +1,183 @@
+"""``otel-callbacks report``: the runs in OTLP/JSON-lines files, as the numbers a page shows.
+
+Reads what the embedded default (or a collector's file exporter) wrote, with the ``send`` rules for
+bad input, and turns each trace into a :class:`RunView`: its spans laid out by depth, its phases,
+its slow and failed invocations and its epochs. :mod:`.report_html` draws them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import semconv as sc
+from ..telemetry import otlp_file
+from .send import metrics_data, spans
+
+_RUN_KEYS = ("task", "model", "data", "epochs", "batch.size", "imgsz", "device")
+
+
+@dataclass
+class SpanView:
+    name: str
+    start_ms: float  # from the run's start
+    duration_ms: float
+    depth: int
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    status: str  # "", or "ERROR: message"
+
+    @property
+    def is_phase(self) -> bool:
+        return sc.ATTR_PHASE in self.attributes
+
+    @property
+    def slow(self) -> bool:
+        return any(e["name"] == sc.EVENT_SLOW_CALLBACK for e in self.events)
+
+
+@dataclass
+class RunView:
+    name: str  # the root's name: train, val, predict, export
+    service: str
+    started: int  # ns since the epoch
+    duration_ms: float
+    attributes: dict[str, Any]  # the run's own (task, model, data, ...)
+    spans: list[SpanView]
+
+    def phase_counts(self) -> dict[str, tuple[int, float]]:
+        """Phase name -> (count, total ms), in the order phases first appear."""
+        totals: dict[str, list[float]] = {}
+        for span in self.spans:
+            if span.is_phase:
+                entry = totals.setdefault(span.name, [0, 0.0])
+                entry[0] += 1
+                entry[1] += span.duration_ms
+        return {name: (int(count), total) for name, (count, total) in totals.items()}
+
+    def noteworthy(self) -> list[tuple[int, SpanView]]:
+        """Slow and failed invocations (and failed phases), by index in ``spans``."""
+        return [(i, s) for i, s in enumerate(self.spans) if s.slow or s.status]
+
+    def epochs(self) -> list[SpanView]:
+        return [s for s in self.spans if s.is_phase and s.name == sc.PHASE_EPOCH]
+
+    def series(self, phase: str) -> list[SpanView]:
+        return [s for s in self.spans if s.is_phase and s.name == phase]
+
+
+@dataclass
+class CallbackRow:
+    mode: str
+    event: str
+    callback: str
+    integration: str
+    calls: int = 0
+    total_s: float = 0.0
+    errors: int = 0
+    buckets: list[int] = field(default_factory=list)
+    bounds: list[float] = field(default_factory=list)
+
+    @property
+    def mean_ms(self) -> float:
+        return 1e3 * self.total_s / self.calls if self.calls else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        """The upper bound of the bucket that holds the 95th percentile (histograms keep no values)."""
+        seen, target = 0, 0.95 * sum(self.buckets)
+        for index, count in enumerate(self.buckets):
+            seen += count
+            if count and seen >= target:
+                return 1e3 * (self.bounds[index] if index < len(self.bounds) else float("inf"))
+        return 0.0
+
+
+@dataclass
+class Report:
+    runs: list[RunView]
+    callbacks: list[CallbackRow]
+    files: list[str]
+    bad_lines: list[str]
+
+
+def read(paths: Iterable[str | os.PathLike[str]]) -> Report:
+    """Every good line of the files; bad ones listed as ``FILE:LINE: what is wrong``."""
+    bad_lines: list[str] = []
+    by_trace: dict[int, list[Any]] = defaultdict(list)
+    rows: dict[tuple[str, ...], CallbackRow] = {}
+    files = [str(p) for p in paths]
+    for path in files:
+        for request in otlp_file.read_file(path, bad_lines):
+            if hasattr(request, "resource_spans"):
+                for span in spans(request):
+                    by_trace[span.context.trace_id].append(span)
+            else:
+                _add_callback_points(rows, metrics_data(request))
+    runs = sorted((run for trace in by_trace.values() for run in _runs(trace)), key=lambda r: r.started)
+    ordered = sorted(rows.values(), key=lambda r: -r.total_s)
+    return Report(runs, ordered, files, bad_lines)
+
+
+def _runs(trace: list[Any]) -> list[RunView]:
+    ids = {s.context.span_id for s in trace}
+    children: dict[int | None, list[Any]] = defaultdict(list)
+    for span in trace:
+        parent = span.parent.span_id if span.parent is not None and span.parent.span_id in ids else None
+        children[parent].append(span)
+    return [_run(root, children) for root in sorted(children[None], key=lambda s: s.start_time)]
+
+
+def _run(root: Any, children: dict[int | None, list[Any]]) -> RunView:
+    views: list[SpanView] = []
+    stack = [(root, 0)]
+    while stack:  # depth first, children in time order
+        span, depth = stack.pop()
+        status = span.status
+        views.append(
+            SpanView(
+                span.name,
+                (span.start_time - root.start_time) / 1e6,
+                (span.end_time - span.start_time) / 1e6,
+                depth,
+                dict(span.attributes),
+                [{"name": e.name, **dict(e.attributes)} for e in span.events],
+                f"ERROR: {status.description or ''}" if status.status_code.name == "ERROR" else "",
+            )
+        )
+        stack.extend(
+            (c, depth + 1) for c in sorted(children[span.context.span_id], key=lambda s: -s.start_time)
+        )
+    attributes = {k: v for k in _RUN_KEYS if (v := root.attributes.get(f"ultralytics.{k}")) is not None}
+    service = str(root.resource.attributes.get("service.name", ""))
+    return RunView(
+        root.name, service, root.start_time, (root.end_time - root.start_time) / 1e6, attributes, views
+    )
+
+
+def _add_callback_points(rows: dict[tuple[str, ...], CallbackRow], data: Any) -> None:
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name != sc.METRIC_CALLBACK_DURATION:
+                    continue
+                for point in metric.data.data_points:
+                    a = point.attributes
+                    key = tuple(str(a.get(k, "")) for k in (sc.ATTR_MODE, sc.ATTR_EVENT, sc.ATTR_CALLBACK))
+                    row = rows.get(key)
+                    if row is None:
+                        row = rows[key] = CallbackRow(*key, str(a.get(sc.ATTR_INTEGRATION, "")))
+                        row.bounds = list(point.explicit_bounds)
+                        row.buckets = [0] * len(point.bucket_counts)
+                    row.calls += point.count
+                    row.total_s += point.sum
+                    row.errors += point.count if a.get(sc.ATTR_ERROR_TYPE) else 0
+                    row.buckets = [x + y for x, y in zip(row.buckets, point.bucket_counts)]
+
+
+def count_by_name(report: Report) -> Counter:
+    """Phase spans by name over every run (what a test compares with the file)."""
+    return Counter(s.name for run in report.runs for s in run.spans if s.is_phase)

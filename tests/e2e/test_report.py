@@ -1,0 +1,133 @@
+"""``otel-callbacks report`` opened in a real headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from otel_callbacks.apps.report import count_by_name, read
+from tests.test_telemetry import run_python
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(
+    os.environ.get("OTEL_CALLBACKS_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts")
+)
+COMMAND = str(Path(sys.executable).parent / "otel-callbacks")
+
+RUNS = """
+import time
+from tests.engines import DetectionPredictor, DetectionTrainer, Exporter, run_export, run_predict, run_train
+
+def checkpoint_uploader(trainer):  # slow once
+    if trainer.epoch == 1:
+        time.sleep(0.03)
+
+def post_results(predictor):
+    raise ConnectionError("results service down")
+
+trainer = DetectionTrainer()
+trainer.add_callback("on_fit_epoch_end", checkpoint_uploader)
+run_train(trainer, epochs=3, batches=4, val_batches=2)
+predictor = DetectionPredictor()
+predictor.add_callback("on_predict_end", post_results)
+try:
+    run_predict(predictor, batches=3)
+except ConnectionError:
+    pass
+run_export(Exporter())
+"""
+
+
+def browser_available():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("OTEL_CALLBACKS_REQUIRE_BACKENDS"):
+            pytest.fail("chromium is not installed (apt-get install -y --no-install-recommends chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y --no-install-recommends chromium)")
+
+
+def open_page(page_path: Path, screenshot: Path | None = None, timeout_ms: int = 120_000):
+    """Load the page from file://; what it logged, what it requested, and what it shows."""
+    from playwright.sync_api import sync_playwright
+
+    errors, requests = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_path.as_uri(), wait_until="load", timeout=timeout_ms)
+            page.wait_for_selector(".waterfall .main-svg", timeout=timeout_ms)
+            shown = {
+                "runs": page.eval_on_selector_all("section.run", "els => els.map(e => e.dataset.run)"),
+                "text": page.inner_text("body"),
+                "phases": page.eval_on_selector_all(
+                    "table.phases tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+                ),
+            }
+            page.click("section.run .noteworthy a")  # a slow or failed invocation: its place and details
+            shown["detail"] = page.inner_text("section.run .detail")
+            if screenshot is not None:
+                page.locator("section.run").first.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    return errors, [url for url in requests if not url.startswith(("file:", "data:", "blob:"))], shown
+
+
+@pytest.fixture
+def runs_file(tmp_path):
+    out = run_python(RUNS, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel"), "OTEL_CALLBACKS_SUMMARY": "0",
+                            "OTEL_CALLBACKS_SLOW_THRESHOLD": "0.02"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (path,) = (tmp_path / "otel").glob("*.jsonl")
+    return path
+
+
+def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(runs_file, tmp_path):
+    browser_available()
+    page = tmp_path / "report.html"
+    out = subprocess.run(
+        [COMMAND, "report", str(runs_file.parent), "-o", str(page)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "3 runs" in out.stdout and page.is_file()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors, external, shown = open_page(page, ARTIFACTS / "report-waterfall.png")
+    assert errors == [] and external == [], (errors, external)
+    assert shown["runs"] == ["train", "predict", "export"], "every run of the file"
+    text = shown["text"]
+    assert "on_fit_epoch_end checkpoint_uploader" in text and "(slow)" in text
+    assert "on_predict_end post_results" in text and "ConnectionError: results service down" in text
+    report = read([runs_file])
+    expected = count_by_name(report)
+    shown_counts = Counter()
+    for row in shown["phases"]:
+        shown_counts[row[0]] += int(row[1])
+    assert shown_counts == expected, "the phase tables count the file's phase spans"
+    assert '"name": "on_fit_epoch_end checkpoint_uploader"' in shown["detail"]
+    assert (ARTIFACTS / "report-waterfall.png").stat().st_size > 10_000
+
+
+def test_bad_input_follows_the_send_rules(runs_file, tmp_path):
+    cut = tmp_path / "cut.jsonl"
+    lines = runs_file.read_bytes().splitlines(keepends=True)
+    cut.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])
+    out = subprocess.run(
+        [COMMAND, "report", str(cut), "-o", str(tmp_path / "r.html")], capture_output=True, text=True
+    )
+    assert out.returncode == 1 and f"{cut}:{len(lines)}: not JSON" in out.stderr
+    assert (tmp_path / "r.html").is_file(), "every good line used"
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("nothing here\n")
+    out = subprocess.run([COMMAND, "report", str(garbage)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "nothing usable" in out.stderr and not (tmp_path / "report.html").exists()
