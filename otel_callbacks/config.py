@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import semconv
+
 
 class SettingsError(ValueError):
     """An invalid setting; the message names the variable, its value and what is accepted."""
@@ -66,6 +68,23 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
+
+
+def process_ranks(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """This process's place in a distributed training, from the variables torch.distributed.run sets
+    (RANK, LOCAL_RANK, WORLD_SIZE); empty outside one. Values that are not integers are ignored."""
+    env = os.environ if env is None else env
+    names = {
+        "RANK": semconv.ATTR_RANK,
+        "LOCAL_RANK": semconv.ATTR_LOCAL_RANK,
+        "WORLD_SIZE": semconv.ATTR_WORLD_SIZE,
+    }
+    ranks = {}
+    for variable, key in names.items():
+        raw = env.get(variable, "").strip()
+        if raw.lstrip("-").isdigit():
+            ranks[key] = int(raw)
+    return ranks
 
 
 def instrumentation_enabled(env: Mapping[str, str] | None = None) -> bool:

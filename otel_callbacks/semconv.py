@@ -19,6 +19,13 @@ ATTR_EPOCH = "ultralytics.epoch"
 ATTR_BATCH_INDEX = "ultralytics.batch.index"  # spans only: unbounded cardinality
 ATTR_PHASE = "ultralytics.phase"
 ATTR_ERROR_TYPE = "error.type"
+# Distributed (DDP) training: on the resource, root spans and the launcher's span.
+ATTR_RANK = "ultralytics.rank"
+ATTR_LOCAL_RANK = "ultralytics.local_rank"
+ATTR_WORLD_SIZE = "ultralytics.world_size"
+ATTR_DEVICES = "ultralytics.devices"
+ATTR_EXIT_CODE = "process.exit.code"
+ATTR_LAUNCHER = "ultralytics.ddp.launcher"  # true on the launching process's span around the workers
 # Phase spans: seconds of the phase that none of its child spans covers (time no hook bounds).
 ATTR_UNTRACED = "ultralytics.untraced_s"
 

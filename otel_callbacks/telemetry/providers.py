@@ -11,8 +11,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +20,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .. import semconv
-from ..config import Settings
+from ..config import Settings, process_ranks
 from ..version import __version__
 from . import exporter_logs
 from .exporters import application_provider, build_meter_provider, build_tracer_provider
@@ -193,7 +193,7 @@ def configure(
             active = Telemetry(settings, trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
             return active
 
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 
         tracer_provider = tracer_provider or application_provider(trace.get_tracer_provider())
         meter_provider = meter_provider or application_provider(metrics.get_meter_provider())
@@ -201,8 +201,15 @@ def configure(
         output = None
         destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
         if tracer_provider is None or meter_provider is None:
-            service = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "ultralytics"}
-            resource = Resource.create(service)
+            # Each process its own instance (DDP ranks, repeated runs), and its rank where it has one;
+            # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over these defaults.
+            defaults = {
+                SERVICE_NAME: "ultralytics",
+                "service.instance.id": str(uuid.uuid4()),
+                **process_ranks(),
+            }
+            from_environment = OTELResourceDetector().detect().attributes
+            resource = Resource.create({k: v for k, v in defaults.items() if k not in from_environment})
             from .otlp_file import OtlpJsonLinesFile
 
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME])

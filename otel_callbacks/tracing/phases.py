@@ -11,6 +11,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv as sc
@@ -39,7 +40,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
     def _handlers(self) -> dict[str, Any]:
         return {
             "on_pretrain_routine_start": self._train_start,
-            "on_pretrain_routine_end": lambda s, now: self._end(s, sc.PHASE_SETUP),
+            "on_pretrain_routine_end": self._setup_end,
             "on_train_epoch_start": self._epoch_start,
             "on_train_batch_start": self._batch_start,
             "on_train_batch_end": lambda s, now: self._end(s, sc.PHASE_BATCH),
@@ -122,20 +123,52 @@ class PhaseMachine(UnsampledBatches, Gaps):
             span.set_status(Status(StatusCode.ERROR, run.failures[0]))
         span.end(end_time=wall(end))
 
+    def _root_parent(self) -> Context | None:
+        """A run's root is a child of the span current where it starts; without one, of the context a
+        launcher handed down in TRACEPARENT (a DDP worker, a scheduled job)."""
+        if trace.get_current_span().get_span_context().is_valid:
+            return None
+        return self._environment_context
+
+    def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
+        """A callback raised: the phase it ran in and its run's root span are ERROR, the root with
+        the exception and the callback's name (Ultralytics lets it leave ``model.train()``)."""
+        error_type = type(error).__qualname__
+        status = Status(StatusCode.ERROR, f"{error_type}: {error}")
+        phase = state.top_phase()
+        owner = state.parent or state
+        root = owner.stack[0] if owner.stack else None
+        for target in {id(p): p for p in (phase, root) if p is not None and p.span is not None}.values():
+            target.span.set_status(status)
+            target.span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
+        if root is not None and root.span is not None:
+            root.span.record_exception(error, attributes={sc.ATTR_CALLBACK: callback_name}, escaped=True)
+        if state.run is not None:
+            state.run.raised = True
+
     def _abort_top(self, state: EngineState, now: int, reason: str) -> None:
         self._finish(state, state.stack.pop(), state.last_end or now, reason)
 
     # Opening events -----------------------------------------------------------------------
 
-    def _train_start(self, state: EngineState, now: int) -> None:
+    def _train_start(self, state: EngineState, now: int, setup: bool = True) -> None:
         self._new_run(state, sc.MODE_TRAIN, "a new training started on the same trainer")
         trainer = state.ref()
         callbacks = getattr(trainer, "callbacks", None)
         if callbacks is not None:
             with self._lock:
                 self._trainers[id(callbacks)] = weakref.ref(state)
-        self._open(state, sc.PHASE_TRAIN, now, None, **_run_attributes(trainer))
-        self._open(state, sc.PHASE_SETUP, now, state.innermost())
+        self._open(state, sc.PHASE_TRAIN, now, self._root_parent(), **run_attributes(trainer), **self._ranks)
+        if setup:
+            self._open(state, sc.PHASE_SETUP, now, state.innermost())
+
+    def _setup_end(self, state: EngineState, now: int) -> None:
+        """A DDP worker of rank 1 and up starts here: Ultralytics fires on_pretrain_routine_start on
+        rank 0 only. Its run starts now, with no setup phase (its setup went unobserved)."""
+        if any(phase.name == sc.PHASE_TRAIN for phase in state.stack):
+            self._end(state, sc.PHASE_SETUP)
+        else:
+            self._train_start(state, now, setup=False)
 
     def _epoch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_EPOCH):
@@ -187,6 +220,12 @@ class PhaseMachine(UnsampledBatches, Gaps):
         state.pending = sc.PHASE_TRAIN
 
     def _fit_epoch_end(self, state: EngineState, now: int) -> None:
+        # DDP ranks above 0 run the validation but never fire on_val_end (Ultralytics fires it on
+        # rank 0 only): their val ends with its last batch, before the epoch does.
+        for validator in (member() for member in (state.run.members if state.run is not None else ())):
+            if validator is not None and validator.top(sc.PHASE_VAL) and validator.pending is None:
+                validator.pending = sc.PHASE_VAL
+                self._close_pending(validator, validator.last_end or now)
         if state.top(sc.PHASE_FINAL_EVAL):
             state.pending = sc.PHASE_FINAL_EVAL
         elif state.top(sc.PHASE_EPOCH):
@@ -199,7 +238,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
         if trainer is None or trainer.run is None:
             state.parent = None
             self._new_run(state, sc.MODE_VAL, "a new validation started before on_val_end")
-            self._open(state, sc.PHASE_VAL, now, None)
+            self._open(state, sc.PHASE_VAL, now, self._root_parent(), **self._ranks)
             return
         state.parent, state.run = trainer, trainer.run
         trainer.run.members.append(weakref.ref(state))
@@ -230,7 +269,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
 
     def _predict_start(self, state: EngineState, now: int) -> None:
         self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
-        self._open(state, sc.PHASE_PREDICT, now, None)
+        self._open(state, sc.PHASE_PREDICT, now, self._root_parent(), **self._ranks)
 
     def _predict_batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_PREDICT_BATCH):
@@ -240,10 +279,10 @@ class PhaseMachine(UnsampledBatches, Gaps):
     def _export_start(self, state: EngineState, now: int) -> None:
         reason = "a new export started before on_export_end (the previous one failed)"
         self._new_run(state, sc.MODE_EXPORT, reason)
-        self._open(state, sc.PHASE_EXPORT, now, None)
+        self._open(state, sc.PHASE_EXPORT, now, self._root_parent(), **self._ranks)
 
 
-def _run_attributes(trainer: Any) -> dict[str, Any]:
+def run_attributes(trainer: Any) -> dict[str, Any]:
     """The train span's attributes from the trainer's args: scalars only, file names not paths."""
     args = getattr(trainer, "args", None)
     attributes: dict[str, Any] = {}

@@ -15,10 +15,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Status, StatusCode
-
 from .. import semconv as sc
+from ..config import process_ranks
 from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
+from ..telemetry.propagation import environment_context
 from .clock import perf_ns
 from .engines import EngineState
 from .phases import PhaseMachine
@@ -72,6 +72,9 @@ class PhaseTracker(PhaseMachine):
         self._spans_first = self._settings.batch_spans_first
         self._spans_every = self._settings.batch_spans_every
         self._rethreshold_every = max(1, self._limits.batch_window // 4)
+        self._environment_context = environment_context()  # a launcher's TRACEPARENT, read once
+        self._ranks = process_ranks()  # a DDP worker's rank, local rank and world size
+        self._rank = self._ranks.get(sc.ATTR_RANK, 0)
         self._tracer = telemetry.tracer
         self._durations = durations or telemetry.callback_duration
         self._calibrate = calibrate
@@ -150,22 +153,6 @@ class PhaseTracker(PhaseMachine):
         run.span_overhead_ns += overhead_ns
         if overhead_ns > run.worst_overhead_ns:
             run.worst_overhead_ns = overhead_ns
-
-    def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
-        """A callback raised: the phase it ran in and its run's root span are ERROR, the root with
-        the exception and the callback's name (Ultralytics lets it leave ``model.train()``)."""
-        error_type = type(error).__qualname__
-        status = Status(StatusCode.ERROR, f"{error_type}: {error}")
-        phase = state.top_phase()
-        owner = state.parent or state
-        root = owner.stack[0] if owner.stack else None
-        for target in {id(p): p for p in (phase, root) if p is not None and p.span is not None}.values():
-            target.span.set_status(status)
-            target.span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
-        if root is not None and root.span is not None:
-            root.span.record_exception(error, attributes={sc.ATTR_CALLBACK: callback_name}, escaped=True)
-        if state.run is not None:
-            state.run.raised = True
 
     def slow(
         self, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed: int, span: Any
@@ -292,6 +279,6 @@ class PhaseTracker(PhaseMachine):
         if not self.fast_call_ns and self._calibrate is not None:
             self.fast_call_ns = self._calibrate(self._telemetry)
         report = run.finish(end, self.fast_call_ns)
-        if self._settings.summary:
+        if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
             report.emit()
         self.last_report = report

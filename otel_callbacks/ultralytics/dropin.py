@@ -9,6 +9,7 @@ predictor and exporter created afterwards.
 from __future__ import annotations
 
 from ..registry import get_default_callbacks
+from . import ddp
 from .defaults import NAMES, lock, modules, originals
 from .integrations import add_integration_callbacks
 
@@ -26,6 +27,7 @@ def install() -> None:
             for name in NAMES:
                 originals[module, name] = getattr(module, name)
                 setattr(module, name, ours[name])
+    ddp.install()
 
 
 def uninstall() -> None:
@@ -34,3 +36,4 @@ def uninstall() -> None:
         for (module, name), original in originals.items():
             setattr(module, name, original)
         originals.clear()
+    ddp.uninstall()
