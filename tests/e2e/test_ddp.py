@@ -93,6 +93,8 @@ def test_a_ddp_training_is_one_trace_with_a_train_root_per_rank(tmp_path):
         assert names["val"] == 3, "every rank validates each epoch and best.pt (on_val_end: rank 0 only)"
         assert all(s.status.code != 2 for s in tree), "nothing ended as an error"
         assert names["setup"] == (1 if rank == 0 else 0), "rank 1 fires no on_pretrain_routine_start"
+        if rank == 0:  # the integrations the worker added (rank 0 only, as Ultralytics does) are wrapped
+            assert {attrs(s).get(sc.ATTR_INTEGRATION) for s in tree} >= {"platform", "events"}
     instances = {r["service.instance.id"] for r in resources}  # one per process
     assert len(instances) == 3, "service.instance.id is unique per process"
     assert out.stdout.count("train run took") == 1, "the timing table: rank 0 only"
