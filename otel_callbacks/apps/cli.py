@@ -69,17 +69,32 @@ def expand(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
+def _inputs(command: str, arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The files the arguments name, each argument that names none said on stderr."""
+    files, missing = expand(arguments)
+    for argument in missing:
+        print(f"otel-callbacks {command}: no such file, or no *.jsonl under it: {argument}", file=sys.stderr)
+    return files, missing
+
+
+def _tell_bad_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _nothing_usable(command: str) -> int:
+    print(f"otel-callbacks {command}: nothing usable in the input", file=sys.stderr)
+    return 2
+
+
 def _send(args: argparse.Namespace) -> int:
     from .send import send
 
-    files, missing = expand(args.files)
-    for argument in missing:
-        print(f"otel-callbacks send: no such file, or no *.jsonl under it: {argument}", file=sys.stderr)
+    files, missing = _inputs("send", args.files)
     if not files:
         return 2
     sent = send(files)
-    for line in sent.bad_lines:
-        print(line, file=sys.stderr)
+    _tell_bad_lines(sent.bad_lines)
     plural = "s" if len(files) != 1 else ""
     for name, signal, unit in (("traces", sent.traces, "spans"), ("metrics", sent.metrics, "metric points")):
         line = f"otel-callbacks send: {name}: {signal.read} {unit} read from {len(files)} file{plural}"
@@ -96,8 +111,7 @@ def _send(args: argparse.Namespace) -> int:
     if sent.bad_lines:
         print(f"otel-callbacks send: {len(sent.bad_lines)} bad lines skipped (listed above)", file=sys.stderr)
     if not sent.traces.read and not sent.metrics.read:
-        print("otel-callbacks send: nothing usable in the input", file=sys.stderr)
-        return 2
+        return _nothing_usable("send")
     return 1 if (missing or sent.failed) else 0
 
 
@@ -108,17 +122,13 @@ def _report(args: argparse.Namespace) -> int:
         raise SettingsError("the report needs Plotly: pip install 'otel-callbacks[report]'") from None
     from .report import read
 
-    files, missing = expand(args.files)
-    for argument in missing:
-        print(f"otel-callbacks report: no such file, or no *.jsonl under it: {argument}", file=sys.stderr)
+    files, missing = _inputs("report", args.files)
     if not files:
         return 2
     report = read(files)
-    for line in report.bad_lines:
-        print(line, file=sys.stderr)
+    _tell_bad_lines(report.bad_lines)
     if not report.runs and not report.callbacks:
-        print("otel-callbacks report: nothing usable in the input", file=sys.stderr)
-        return 2
+        return _nothing_usable("report")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(report), encoding="utf-8")

@@ -48,17 +48,21 @@ def exporter_names(signal: str, default: str | None = None) -> list[str] | None:
     return [n.strip() for n in raw.split(",") if n.strip() and n.strip() != "none"]
 
 
+def _chosen(signal: str, file_exporter: Any, file: Any) -> dict[str, Any]:
+    """The exporters OTEL_<SIGNAL>_EXPORTER names, by name; unset: the embedded file's."""
+    names = exporter_names(signal)
+    if names is None:
+        return {_FILE: file_exporter(file)}
+    return {name: new_exporter(signal, name) for name in names}
+
+
 def build_tracer_provider(resource: Any, file: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from .otlp_file import FileSpanExporter
 
-    names = exporter_names("traces")
-    if names is None:
-        exporters = {_FILE: FileSpanExporter(file)}
-    else:
-        exporters = {n: new_exporter("traces", n) for n in names}
+    exporters = _chosen("traces", FileSpanExporter, file)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
     for exporter in exporters.values():
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -71,11 +75,7 @@ def build_meter_provider(resource: Any, file: Any) -> Any:
 
     from .otlp_file import FileMetricExporter
 
-    names = exporter_names("metrics")
-    if names is None:
-        exporters = {_FILE: FileMetricExporter(file)}
-    else:
-        exporters = {n: new_exporter("metrics", n) for n in names}
+    exporters = _chosen("metrics", FileMetricExporter, file)
     readers = [
         e if isinstance(e, MetricReader) else PeriodicExportingMetricReader(e) for e in exporters.values()
     ]

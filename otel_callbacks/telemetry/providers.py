@@ -58,24 +58,21 @@ class Telemetry:
             self.tracer.id_generator = PrivateRandomIdGenerator()
         meter = metrics.get_meter(semconv.METER_NAME, __version__, meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
-        seconds = {"unit": "s", "explicit_bucket_boundaries_advisory": semconv.DURATION_BUCKETS}
-        self.callback_duration = BufferedHistogram(
-            meter.create_histogram(
-                semconv.METRIC_CALLBACK_DURATION,
-                description="Duration of each callback invocation",
-                **seconds,
-            ),
-            mergeable,
-            settings.limits.buffer_limit,
+
+        def durations(name: str, description: str) -> BufferedHistogram:
+            histogram = meter.create_histogram(
+                name,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
+            )
+            return BufferedHistogram(histogram, mergeable, settings.limits.buffer_limit)
+
+        self.callback_duration = durations(
+            semconv.METRIC_CALLBACK_DURATION, "Duration of each callback invocation"
         )
-        self.phase_duration = BufferedHistogram(
-            meter.create_histogram(
-                semconv.METRIC_PHASE_DURATION,
-                description="Duration of each training phase (epoch, batch, val, ...)",
-                **seconds,
-            ),
-            mergeable,
-            settings.limits.buffer_limit,
+        self.phase_duration = durations(
+            semconv.METRIC_PHASE_DURATION, "Duration of each training phase (epoch, batch, val, ...)"
         )
         self.slow_counter = meter.create_counter(
             semconv.METRIC_CALLBACK_SLOW,

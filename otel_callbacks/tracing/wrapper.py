@@ -190,12 +190,7 @@ class InstrumentedCallback:
         entered = _perf_ns()
         span = token = None
         try:
-            span = binding.tracer.start_span(
-                binding.span_name,
-                context=state.context,
-                attributes=self._attributes(state),
-                start_time=wall(entered),
-            )
+            span = self._start_span(binding, state, entered)
             token = otel_context.attach(trace.set_span_in_context(span))
         except Exception as exc:
             binding.telemetry.report_error(exc)
@@ -225,12 +220,7 @@ class InstrumentedCallback:
     ) -> None:
         """A span for an unsampled batch call that was slow or failed, with its real times."""
         try:
-            span = binding.tracer.start_span(
-                binding.span_name,
-                context=state.context,
-                attributes=self._attributes(state),
-                start_time=wall(start),
-            )
+            span = self._start_span(binding, state, start)
             self._observe(binding, state, end - start, error, span)
             span.end(end_time=wall(end))
             binding.tracker.spanned(state, _perf_ns() - end, True, called=False, elapsed=end - start)
@@ -243,14 +233,17 @@ class InstrumentedCallback:
         if closer is self or closer is None:
             binding.tracker.leave(state, self, end, failed)
 
-    def _attributes(self, state: Any) -> dict[str, Any]:
-        attributes = dict(self._binding.attributes)
+    def _start_span(self, binding: _Binding, state: Any, start: int) -> Any:
+        """This call's span, in the innermost phase of its engine, from ``start`` (perf_counter ns)."""
+        attributes = dict(binding.attributes)
         epoch = state.epoch
         if epoch is not None:
             attributes[semconv.ATTR_EPOCH] = epoch
         if state.batch_index >= 0 and self.is_batch:
             attributes[semconv.ATTR_BATCH_INDEX] = state.batch_index
-        return attributes
+        return binding.tracer.start_span(
+            binding.span_name, context=state.context, attributes=attributes, start_time=wall(start)
+        )
 
     def _observe(
         self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None, span: Any
