@@ -52,13 +52,14 @@ class CallbackStats:
         if failed:
             self.errors += count
         room = self.size - len(self.reservoir)
+        placed = False  # the value at index _next is in the reservoir already: only draw the next
         if room > 0:
             self.reservoir.extend(values_ns[:room])
-            if len(self.reservoir) == self.size:
-                self._random = random.Random(self.size)
-                self._w = self._draw_w(1.0)
-                self._next = self.size - 1 + self._skip()
-        if self._next >= self.calls:
+            if len(self.reservoir) < self.size:
+                return
+            self._random = random.Random(self.size)
+            self._w, self._next, placed = 1.0, self.size - 1, True  # full: Algorithm L starts
+        elif self._next >= self.calls:
             return
         # Li's Algorithm L, inlined: it runs on the collecting thread for every drained chunk.
         reservoir, size, nxt, w = self.reservoir, self.size, self._next, self._w
@@ -69,20 +70,13 @@ class CallbackStats:
             math.exp,
             math.log1p,
         )
-        while nxt < self.calls:
-            reservoir[slot(size)] = values_ns[nxt - first]
-            w = min(w * exp(log(1.0 - uniform()) / size), _BELOW_ONE)
-            nxt += int(log(1.0 - uniform()) / log1p(-w)) + 1
+        while placed or nxt < self.calls:
+            if not placed:
+                reservoir[slot(size)] = values_ns[nxt - first]
+            placed = False
+            w = min(w * exp(log(1.0 - uniform()) / size), _BELOW_ONE)  # 1 - random(): in (0, 1]
+            nxt += int(log(1.0 - uniform()) / log1p(-w)) + 1  # values passed over, plus one
         self._next, self._w = nxt, w
-
-    def _draw_w(self, w: float) -> float:
-        u = 1.0 - self._random.random()  # (0, 1]
-        return min(w * math.exp(math.log(u) / self.size), _BELOW_ONE)
-
-    def _skip(self) -> int:
-        """Values to pass over, plus one, before the next replacement."""
-        u = 1.0 - self._random.random()
-        return int(math.log(u) / math.log1p(-self._w)) + 1
 
     @property
     def mean_ns(self) -> float:
