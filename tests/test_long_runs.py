@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from otel_callbacks import Settings, metric_views, semconv, telemetry, tracing
+from otel_callbacks import Limits, Settings, metric_views, semconv, telemetry, tracing
 from otel_callbacks.telemetry import otlp_file
 from otel_callbacks.telemetry.histograms import BufferedHistogram, _Batch, _ns_thresholds
 from otel_callbacks.tracing.runs import CallbackStats
@@ -76,6 +76,84 @@ def test_values_buffered_for_a_provider_of_unknown_kind_are_not_kept_one_by_one(
     (batch,) = buffered._pending.values()
     assert len(batch.counts) == len(semconv.DURATION_BUCKETS) + 1 and not hasattr(batch, "values")
     assert summary(collect(reader, buffered)) == reference(VALUES)
+
+
+def test_values_in_one_bucket_and_across_buckets_add_up_as_the_sdk_would():
+    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
+    batch = _Batch(len(thresholds) + 1)
+    one_bucket = [3_000, 7_000, 5_000]  # below the first bound: counted without a sort
+    batch.add(one_bucket, thresholds)
+    batch.add(VALUES, thresholds)
+    replayed = list(batch.replay_ns(thresholds))
+    assert reference(replayed) == reference(one_bucket + VALUES)
+    assert batch.min_ns == min(one_bucket + VALUES) and batch.max_ns == max(one_bucket + VALUES)
+
+
+# Unsampled training batches, worked out in bulk ---------------------------------------------------
+
+LANE = Settings(
+    summary=False,
+    batch_spans_first=2,
+    batch_spans_every=7,
+    limits=Limits(batch_window=8, batch_min=3),  # worked out every 2 batches once 8 are known
+)
+
+
+def _phase_points(recorded, phase):
+    (point,) = [
+        p
+        for a, p in recorded.points(semconv.METRIC_PHASE_DURATION)
+        if a[semconv.ATTR_PHASE] == phase and a[semconv.ATTR_MODE] == "train"
+    ]
+    return point
+
+
+@pytest.mark.parametrize("settings", [LANE], indirect=True)
+def test_every_unsampled_batch_and_wait_is_counted_once_past_the_lane_threshold(recorded):
+    # 51 batches an epoch: the lane is worked out after each of the first 8 batches, then every 2,
+    # around sampled batches (0, 1, 7, 14, ...), and at the epoch's end with one batch left in it.
+    trainer = DetectionTrainer()
+    for event in ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start"):
+        trainer.run_callbacks(event)
+    for epoch in range(3):
+        trainer.epoch = epoch
+        trainer.run_callbacks("on_train_epoch_start")
+        for _ in range(51):
+            trainer.run_callbacks("on_train_batch_start")
+            trainer.run_callbacks("on_train_batch_end")
+        trainer.run_callbacks("on_train_epoch_end")  # any other firing sees every batch before it
+        batch, wait = _phase_points(recorded, "batch"), _phase_points(recorded, "dataloader")
+        assert batch.count == wait.count == (epoch + 1) * 51, "every batch and its dataloader wait"
+        trainer.run_callbacks("on_fit_epoch_end")
+    trainer.run_callbacks("on_train_end")
+    trainer.run_callbacks("teardown")
+    batch, wait = _phase_points(recorded, "batch"), _phase_points(recorded, "dataloader")
+    assert batch.min > 0 and wait.min > 0
+    table = tracing.current_tracker().last_report.phases
+    assert table[("epoch", "batch")][0] == batch.count == 3 * 51
+    assert table[("epoch", "batch")][1] / 1e9 == pytest.approx(batch.sum, rel=1e-9)
+    assert table[("epoch", "dataloader")][1] / 1e9 == pytest.approx(wait.sum, rel=1e-9)
+    sampled = {s.attributes[semconv.ATTR_BATCH_INDEX] for s in recorded.phase_spans("batch")}
+    assert sampled == {0, 1, 7, 14, 21, 28, 35, 42, 49}
+
+
+@pytest.mark.parametrize("settings", [LANE], indirect=True)
+def test_a_batch_after_another_firing_has_no_wait_and_a_batch_cut_short_is_not_negative(recorded):
+    trainer = DetectionTrainer()
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    for index in range(12):
+        if index == 5:
+            trainer.run_callbacks("on_custom_event")  # between batches: the next waits for nothing
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+    trainer.run_callbacks("on_train_batch_start")  # unsampled (index 12), then the training dies
+    trainer.run_callbacks("teardown")
+    batch, wait = _phase_points(recorded, "batch"), _phase_points(recorded, "dataloader")
+    assert batch.count == 13 and wait.count == 12
+    assert batch.min >= 0
+    (train,) = recorded.phase_spans("train")
+    assert "batch never reached its end event" in train.status.description
 
 
 # Start times -----------------------------------------------------------------------------------

@@ -114,6 +114,14 @@ class _Batch:
         return -math.inf if self.min_ns is None else self.max_ns / 1e9
 
     def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
+        least, most = min(values_ns), max(values_ns)
+        self.min_ns = least if self.min_ns is None else min(self.min_ns, least)
+        self.max_ns = max(self.max_ns, most)
+        index = bisect_right(thresholds, least)
+        if index == bisect_right(thresholds, most):  # the usual case: all in one bucket, no sort
+            self.counts[index] += len(values_ns)
+            self.sums[index] += sum(values_ns)
+            return
         ordered = sorted(values_ns)
         low = 0
         for index, threshold in enumerate((*thresholds, math.inf)):
@@ -122,8 +130,6 @@ class _Batch:
                 self.counts[index] += high - low
                 self.sums[index] += sum(ordered[low:high])
                 low = high
-        self.min_ns = ordered[0] if self.min_ns is None else min(self.min_ns, ordered[0])
-        self.max_ns = max(self.max_ns, ordered[-1])
 
     def take_min(self, thresholds: tuple[int, ...]) -> float:
         """Take out one observation equal to the minimum and return it in seconds."""

@@ -1,12 +1,18 @@
-"""The training batch's short path: an unsampled batch is a few appends and comparisons.
+"""The training batch's short path: an unsampled batch is a few comparisons and one append.
 
-Ultralytics fires two events per training batch, thousands of times an epoch. What every unsampled
-batch of an epoch shares is looked up once (:class:`~.engines.BatchCache`); sampled batches, and
-anything unusual (no epoch open, a batch left open), take the generic phase path instead.
+Ultralytics fires two events per training batch, thousands of times an epoch. An unsampled batch
+only notes (wait start, start, end) in its epoch's lane (:class:`~.engines.BatchCache`); the
+durations, dataloader waits, the table's totals and the relative slow threshold are worked out from
+those stamps in bulk: after every batch while the threshold's window fills, then every quarter
+window, and before any other firing or the run's end, so that whatever reads them (an epoch's end,
+the timing table) sees every batch. A metric reader that collects mid-epoch gets the latest few
+batches at its next collection. Sampled batches, and anything unusual (no epoch open, a batch left
+open), take the generic phase path instead.
 """
 
 from __future__ import annotations
 
+from operator import sub
 from typing import TYPE_CHECKING
 
 from .. import semconv as sc
@@ -37,6 +43,7 @@ class UnsampledBatches:
         if cache is None or cache.parent is not stack[-1] or cache.run is not run:
             if stack[-1].name != sc.PHASE_EPOCH:
                 return False
+            self._settle(state)
             cache = state.batch_cache = BatchCache(
                 stack[-1],
                 run,
@@ -51,36 +58,54 @@ class UnsampledBatches:
         state.batch_index = index
         state.sampled = False
         state.threshold_ns = state.batch_slow_ns
-        if state.last_end and state.previous in WAIT_AFTER:
-            wait = now - state.last_end
-            buffer, totals = cache.wait_buffer, cache.wait_totals
-            buffer.append(wait)
-            if len(buffer) >= self._limits.buffer_limit:
-                self._telemetry.phase_duration.fold(buffer)
-            totals[0] += 1
-            totals[1] += wait
-            cache.parent.covered += wait
         idle = cache.idle
         idle.start = now
+        # 0: no wait to count (the batch does not follow a batch or its epoch's start).
+        cache.wait_start = state.last_end if state.previous in WAIT_AFTER else 0
         stack.append(idle)
         state.context = idle.context
         return True
 
     def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
-        elapsed = end - state.stack.pop().start
-        buffer, totals = cache.batch_buffer, cache.batch_totals
-        buffer.append(elapsed)
-        if len(buffer) >= self._limits.buffer_limit:
-            self._telemetry.phase_duration.fold(buffer)
-        totals[0] += 1
-        totals[1] += elapsed
-        cache.parent.covered += elapsed
-        self._batch_time(state, elapsed)
+        stamps = cache.stamps
+        stamps.append((cache.wait_start, state.stack.pop().start, end))
+        if len(stamps) >= cache.settle_at:
+            self._settle(state)
+
+    def _settle(self, state: EngineState) -> None:
+        """Work out the lane's batches: metric buffers, the table's totals, what the epoch's
+        children cover, and the relative threshold."""
+        cache = state.batch_cache
+        if cache is None or not cache.stamps:
+            return
+        waits_from, starts, ends = zip(*cache.stamps)
+        cache.stamps.clear()
+        batches = list(map(sub, ends, starts))
+        waits = list(map(sub, starts, waits_from))
+        if 0 in waits_from:
+            waits = [wait for wait, since in zip(waits, waits_from) if since]
+        covered = 0
+        for values, buffer, totals in (
+            (batches, cache.batch_buffer, cache.batch_totals),
+            (waits, cache.wait_buffer, cache.wait_totals),
+        ):
+            total = sum(values)
+            buffer.extend(values)
+            if len(buffer) >= self._limits.buffer_limit:
+                self._telemetry.phase_duration.fold(buffer)
+            totals[0] += len(values)
+            totals[1] += total
+            covered += total
+        cache.parent.covered += covered
+        times = state.batch_times
+        times.extend(batches)
+        update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)
+        cache.settle_at = 1 if len(times) < self._limits.batch_window else self._settle_every
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
-        """Keep a batch's time; the relative threshold follows while the window fills, then every
-        quarter window."""
+        """Keep a sampled batch's time; the relative threshold follows while the window fills, then
+        every quarter window."""
         times = state.batch_times
         times.append(elapsed)
-        if len(times) < self._limits.batch_window or not state.batch_index % self._rethreshold_every:
+        if len(times) < self._limits.batch_window or not state.batch_index % self._settle_every:
             update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)

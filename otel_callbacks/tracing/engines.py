@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from .runs import Run
     from .wrapper import InstrumentedCallback
 
+# A firing's ``closer`` when no callback of it needs to call ``leave`` (an unsampled batch's start).
+NO_LEAVE = object()
+
 # Phases that span a whole run (val only when it is not inside a training).
 RUN_PHASES = frozenset({sc.PHASE_TRAIN, sc.PHASE_VAL, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
 
@@ -49,9 +52,21 @@ class Phase:
 class BatchCache:
     """What every unsampled training batch of one epoch shares, looked up once per epoch: the
     batch phase reused on the stack (no span, so nothing of it outlives the batch), the metric
-    buffers, and the run's totals for the timing table."""
+    buffers, the run's totals for the timing table, and the lane of batches not yet worked out:
+    (wait start, start, end) per batch, in perf_counter ns (see ``batches.py``)."""
 
-    __slots__ = ("batch_buffer", "batch_totals", "idle", "parent", "run", "wait_buffer", "wait_totals")
+    __slots__ = (
+        "batch_buffer",
+        "batch_totals",
+        "idle",
+        "parent",
+        "run",
+        "settle_at",
+        "stamps",
+        "wait_buffer",
+        "wait_start",
+        "wait_totals",
+    )
 
     def __init__(self, parent: Phase, run: Run, batch_buffer: list[int], wait_buffer: list[int]) -> None:
         self.parent, self.run = parent, run
@@ -59,6 +74,9 @@ class BatchCache:
         self.batch_buffer, self.wait_buffer = batch_buffer, wait_buffer
         self.batch_totals = run.phases.setdefault(self.idle.path, [0, 0])
         self.wait_totals = run.phases.setdefault(parent.child(sc.PHASE_DATALOADER), [0, 0])
+        self.stamps: list[tuple[int, int, int]] = []
+        self.settle_at = 1  # batches in the lane that make it worked out
+        self.wait_start = 0
 
 
 class EngineState:
@@ -93,7 +111,8 @@ class EngineState:
         self.event: str | None = None
         self.previous: str | None = None  # the event of the firing before this one
         self.first: InstrumentedCallback | None = None  # the callback that opened the firing
-        self.closer: InstrumentedCallback | None = None  # the last callback of the firing
+        # The last callback of the firing; None: not known (leave after each), or NO_LEAVE.
+        self.closer: InstrumentedCallback | object | None = None
         self.pending: str | None = None  # the phase that ends with the current firing
         self.batch_index = -1
         self.batch_cache: BatchCache | None = None

@@ -86,6 +86,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
         if cache is not None and state.stack and state.stack[-1] is cache.idle:  # a batch raised
             self._unsampled_batch_end(state, cache, end)
             return
+        self._settle(state)
         while state.stack:
             phase = state.stack.pop()
             if phase.name == name:
@@ -99,6 +100,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
             state.run = None  # the validator's next val may belong to another epoch or run
 
     def _finish(self, state: EngineState, phase: Phase, end: int, error: str | None = None) -> None:
+        end = max(end, phase.start)  # aborted after the last firing that stamped an end
         elapsed = end - phase.start
         if phase.name != sc.PHASE_TRAIN or error is None:
             self._record_phase(state, phase.name, phase.path, elapsed)

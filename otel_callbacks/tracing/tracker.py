@@ -20,7 +20,7 @@ from ..config import process_ranks
 from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
 from ..telemetry.propagation import environment_context
 from .clock import perf_ns
-from .engines import EngineState
+from .engines import NO_LEAVE, EngineState
 from .phases import PhaseMachine
 from .runs import Run
 from .slow import report_slow
@@ -71,7 +71,7 @@ class PhaseTracker(PhaseMachine):
         self._max_spans = self._settings.max_spans
         self._spans_first = self._settings.batch_spans_first
         self._spans_every = self._settings.batch_spans_every
-        self._rethreshold_every = max(1, self._limits.batch_window // 4)
+        self._settle_every = max(1, self._limits.batch_window // 4)
         self._environment_context = environment_context()  # a launcher's TRACEPARENT, read once
         self._ranks = process_ranks()  # a DDP worker's rank, local rank and world size
         self._rank = self._ranks.get(sc.ATTR_RANK, 0)
@@ -94,25 +94,25 @@ class PhaseTracker(PhaseMachine):
     def enter(self, engine: Any, callback: Any, state: EngineState | None = None) -> EngineState:
         """Before a callback runs: its engine's state (``state`` when the caller looked it up),
         moved on if a new firing starts. The training batch's two firings take a short path."""
+        event = callback.event
         if state is None:
             state = self.states.get(id(engine))
             if state is None:  # a dead engine's id may be reused: its weakref callback removed it
                 state = self._track(engine)
-        event = callback.event
-        if event == state.event and callback is not state.first:
-            return state
+            elif event == state.event and callback is not state.first:
+                return state
         now = perf_ns()
         if state.pending is not None:  # the previous end event's last callback raised
             self._close_pending(state, state.last_end or now)
         state.previous, state.event, state.first = state.event, event, callback
+        if event == "on_train_batch_start" and self._unsampled_batch_start(state, now):
+            state.closer = NO_LEAVE  # the batch goes on: nothing ends with this firing
+            return state
         try:
             state.closer = engine.callbacks.get(event)[-1]
         except Exception:  # no callbacks dict, or not this event in it: the firing's end is unknown
             state.closer = None
-        if event == "on_train_batch_start":
-            if self._unsampled_batch_start(state, now):
-                return state
-        elif event == "on_train_batch_end":
+        if event == "on_train_batch_end":
             cache = state.batch_cache
             if cache is not None and state.stack and state.stack[-1] is cache.idle:
                 state.pending = sc.PHASE_BATCH  # the unsampled batch ends with this firing
@@ -196,6 +196,7 @@ class PhaseTracker(PhaseMachine):
     def _fire(self, state: EngineState, callback: Any, engine: Any, now: int) -> None:
         """A firing's start, the generic way: the event's handler moves the phases."""
         event = callback.event
+        self._settle(state)
         self._trainer_gap(state, event, now)
         if event in _LOOP_START_EVENTS:
             state.batch_index = -1
@@ -254,6 +255,7 @@ class PhaseTracker(PhaseMachine):
         """End whatever is open with status ERROR and the reason; finish the run."""
         try:
             state.pending = None
+            self._settle(state)
             end = state.last_end or perf_ns()
             while state.stack:
                 self._finish(state, state.stack.pop(), end, reason)
@@ -264,6 +266,7 @@ class PhaseTracker(PhaseMachine):
             self._telemetry.report_error(exc)
 
     def _finish_run(self, state: EngineState, end: int) -> None:
+        self._settle(state)
         run, state.run = state.run, None
         state.batch_times.clear()
         state.batch_slow_ns = state.slow_ns

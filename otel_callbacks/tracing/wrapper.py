@@ -230,7 +230,7 @@ class InstrumentedCallback:
 
     def _leave(self, binding: _Binding, state: Any, end: int, failed: bool) -> None:
         closer = state.closer
-        if closer is self or closer is None:
+        if closer is self or closer is None or failed:
             binding.tracker.leave(state, self, end, failed)
 
     def _start_span(self, binding: _Binding, state: Any, start: int) -> Any:
