@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_callbacks import Settings, semconv, telemetry
 from otel_callbacks.apps.demo import prepare_offline
-from otel_callbacks.telemetry.histograms import metric_views
+from otel_callbacks.telemetry.views import metric_views
 
 # Before anything imports ultralytics: offline, a private config dir, a local font.
 prepare_offline(Path(tempfile.mkdtemp(prefix="otel-callbacks-yolo-config-")))

@@ -4,8 +4,8 @@ buffered histograms and private randomness. It knows nothing of callbacks or Ult
 from __future__ import annotations
 
 from . import providers
-from .histograms import metric_views
 from .providers import Telemetry, configure, ensure_configured, shutdown
+from .views import metric_views
 
 
 def current() -> Telemetry | None:

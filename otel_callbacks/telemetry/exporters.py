@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..config import SettingsError
-from .histograms import metric_views
+from .views import metric_views
 
 
 def new_exporter(signal: str, name: str) -> Any:

@@ -4,7 +4,7 @@ The SDK's ``Histogram.record`` costs about 10 us a call, too much for callbacks 
 batch. Here the training thread only appends an integer to a list. When a reader collects (push or
 pull, every reader triggers it through an observable instrument's callback), the buffered values
 are bucketed in one pass and merged into the SDK's own histogram aggregations, which the view from
-:func:`metric_views` registers as they are created, so temporality, export and every reader stay the
+:func:`~.views.metric_views` registers as they are created, so temporality, export and every reader stay the
 SDK's. On a meter provider without that view (one the application built), values are replayed with
 ``record``: still exact, just slower.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from itertools import repeat
@@ -22,51 +21,14 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.context import Context
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from .. import semconv
+from .views import aggregations
 
 _Key = frozenset  # frozenset(attributes.items())
 # Measurements carry no span context: exemplar sampling would draw from the global ``random``
 # module, which Ultralytics seeds for reproducible training (see randomness.py).
 NO_CONTEXT = Context()
-
-# SDK histogram aggregations created through our view, by instrument and attribute set.
-_aggregations: weakref.WeakKeyDictionary[Any, dict[_Key, list[weakref.ref]]] = weakref.WeakKeyDictionary()
-_aggregations_lock = threading.Lock()
-
-
-class MergeableHistogramAggregation(ExplicitBucketHistogramAggregation):
-    """The SDK's explicit-bucket aggregation, remembering each aggregation it creates."""
-
-    def _create_aggregation(self, instrument: Any, attributes: Any, *args: Any, **kwargs: Any) -> Any:
-        aggregation = super()._create_aggregation(instrument, attributes, *args, **kwargs)
-        key = frozenset((attributes or {}).items())
-        with _aggregations_lock:
-            _aggregations.setdefault(instrument, {}).setdefault(key, []).append(weakref.ref(aggregation))
-        return aggregation
-
-
-def metric_views() -> list[View]:
-    """Views that let otel_callbacks merge pre-aggregated durations into a meter provider.
-
-    Pass them to a ``MeterProvider`` you build yourself (``MeterProvider(views=metric_views())``)
-    to get the fast path; providers that otel_callbacks builds have them already.
-    """
-    aggregation = MergeableHistogramAggregation(semconv.DURATION_BUCKETS)
-    return [
-        View(instrument_name=name, meter_name=semconv.METER_NAME, aggregation=aggregation)
-        for name in (semconv.METRIC_CALLBACK_DURATION, semconv.METRIC_PHASE_DURATION)
-    ]
-
-
-def has_metric_views(meter_provider: Any) -> bool | None:
-    """Whether a meter provider was built with :func:`metric_views`; None when it can't be told."""
-    try:
-        views = meter_provider._sdk_config.views
-    except AttributeError:
-        return None
-    return any(isinstance(view._aggregation, MergeableHistogramAggregation) for view in views)
 
 
 def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:
@@ -283,13 +245,7 @@ class BufferedHistogram:
             record(ns / 1e9, attributes, context=NO_CONTEXT)
 
     def _targets(self, key: _Key) -> list[Any]:
-        with _aggregations_lock:
-            per_key = _aggregations.get(self._histogram)
-            refs = per_key.get(key, []) if per_key else []
-            alive = [a for a in (r() for r in refs) if a is not None]
-            if per_key is not None and len(alive) != len(refs):
-                per_key[key] = [weakref.ref(a) for a in alive]
-        return alive
+        return aggregations(self._histogram, key)
 
 
 def _start_at(aggregation: Any, first_ns: int) -> None:

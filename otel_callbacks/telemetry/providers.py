@@ -24,8 +24,9 @@ from ..config import Settings, process_ranks
 from ..version import __version__
 from . import exporter_logs
 from .exporters import application_provider, build_meter_provider, build_tracer_provider
-from .histograms import NO_CONTEXT, BufferedHistogram, has_metric_views
+from .histograms import NO_CONTEXT, BufferedHistogram
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
+from .views import has_metric_views
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
