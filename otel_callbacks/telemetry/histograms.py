@@ -4,9 +4,9 @@ The SDK's ``Histogram.record`` costs about 10 us a call, too much for callbacks 
 batch. Here the training thread only appends an integer to a list. When a reader collects (push or
 pull, every reader triggers it through an observable instrument's callback), the buffered values
 are bucketed in one pass and merged into the SDK's own histogram aggregations, which the view from
-:func:`~.views.metric_views` registers as they are created, so temporality, export and every reader stay the
-SDK's. On a meter provider without that view (one the application built), values are replayed with
-``record``: still exact, just slower.
+:func:`~.views.metric_views` registers as they are created, so temporality, export and every reader
+stay the SDK's. On a meter provider without that view (one the application built), values are
+replayed with ``record``: still exact, just slower.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ class UnsampledBatches:
         cache.settle_at = 1 if len(times) < self._limits.batch_window else self._settle_every
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
-        """Keep a sampled batch's time; the relative threshold follows while the window fills, then
-        every quarter window."""
+        """Keep the time of a batch that took the generic path; the relative threshold follows
+        while the window fills, then every quarter window."""
         times = state.batch_times
         times.append(elapsed)
         if len(times) < self._limits.batch_window or not state.batch_index % self._settle_every:
