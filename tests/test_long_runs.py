@@ -156,6 +156,36 @@ def test_a_batch_after_another_firing_has_no_wait_and_a_batch_cut_short_is_not_n
     assert "batch never reached its end event" in train.status.description
 
 
+@pytest.mark.parametrize("settings", [LANE], indirect=True)
+def test_an_unsampled_batch_whose_callback_raises_keeps_the_exception_and_its_time(recorded):
+    error = ValueError("bad batch")
+    trainer = DetectionTrainer()
+    trainer.failing = False
+
+    def raiser(t):
+        if t.failing:
+            raise error
+
+    trainer.add_callback("on_train_batch_start", raiser)
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(9):
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+    trainer.failing = True  # batch 9: unsampled (after the first 2, not a multiple of 7)
+    with pytest.raises(ValueError) as caught:
+        trainer.run_callbacks("on_train_batch_start")
+    assert caught.value is error
+    trainer.run_callbacks("teardown")
+    batch = _phase_points(recorded, "batch")
+    assert batch.count == 10 and batch.min >= 0
+    (failed,) = [s for s in recorded.callback_spans() if s.attributes.get(semconv.ATTR_ERROR_TYPE)]
+    assert failed.attributes[semconv.ATTR_BATCH_INDEX] == 9
+    (train,) = recorded.phase_spans("train")
+    assert train.status.description == "ValueError: bad batch"
+    assert recorded.open_spans.open == {}
+
+
 # Start times -----------------------------------------------------------------------------------
 
 
