@@ -3,7 +3,9 @@
 Run: ``python benchmarks/hot_path.py`` (add ``--steps N --repeats R``). One step is one training
 batch as Ultralytics fires it: ``run_callbacks("on_train_batch_start")`` then
 ``run_callbacks("on_train_batch_end")``, one user callback each. The headline is the cost of a
-training step with the default settings over Ultralytics' plain loop (goal: at most 3 us).
+training step with the default settings over Ultralytics' plain loop (goal: at most 3 us); the line
+under it splits that into the unsampled path, the metric collection and the sampled batches' spans.
+The per-batch modes of the table run inside a training's epoch, as Ultralytics fires batches.
 Each repeat ends with a metric collection, so the deferred work (bucketing and merging buffered
 durations) is paid inside the timing. Ratios compare against the bare calls measured in the same
 run. Telemetry goes to a real SDK tracer provider (batch processor, discarding exporter) and a
