@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from otel_callbacks import Settings, tracing
+from otel_callbacks import Limits, Settings, tracing
 from otel_callbacks import semconv as sc
 from tests.engines import DetectionTrainer, run_train
 
@@ -60,6 +60,45 @@ def test_relative_threshold_names_the_callback_keras_never_did(recorded, caplog)
     ((attributes, point),) = recorded.points(sc.METRIC_CALLBACK_SLOW)
     assert point.value == 2 and attributes[sc.ATTR_CALLBACK] == name
     assert attributes[sc.ATTR_EVENT] == "on_train_batch_end"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(
+            slow_threshold=10.0,
+            slow_batch_fraction=0.5,
+            batch_spans_first=0,
+            batch_spans_every=0,
+            limits=Limits(batch_window=8, batch_min=3),  # past 8 batches: every 2 batches
+        )
+    ],
+    indirect=True,
+)
+def test_relative_threshold_follows_the_batches_past_its_window(recorded, caplog):
+    trainer = DetectionTrainer()
+    calls = []
+
+    def logger(t):
+        calls.append(1)
+        if len(calls) in (24, 26):  # 12 ms: over half the early 10 ms batches, under half of 40 ms
+            time.sleep(0.012)
+        elif len(calls) == 25:
+            time.sleep(0.035)  # over half of 40 ms
+
+    trainer.add_callback("on_train_batch_end", logger)
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    for step_s in [0.01] * 10 + [0.04] * 16:
+        trainer.run_callbacks("on_train_batch_start")
+        time.sleep(step_s)
+        trainer.run_callbacks("on_train_batch_end")
+    trainer.run_callbacks("teardown")
+    name = f"{__name__}.{logger.__qualname__}"
+    spans = [s for s in recorded.callback_spans() if s.attributes[sc.ATTR_CALLBACK] == name]
+    assert [s.attributes[sc.ATTR_BATCH_INDEX] for s in spans] == [24], "only the call slow for now"
+    (event,) = spans[0].events
+    assert 0.015 < event.attributes["threshold_s"] < 0.035 < event.attributes["duration_s"]
 
 
 @pytest.mark.parametrize(
