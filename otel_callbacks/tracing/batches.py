@@ -43,7 +43,6 @@ class UnsampledBatches:
         if cache is None or cache.parent is not stack[-1] or cache.run is not run:
             if stack[-1].name != sc.PHASE_EPOCH:
                 return False
-            self._settle(state)
             cache = state.batch_cache = BatchCache(
                 stack[-1],
                 run,

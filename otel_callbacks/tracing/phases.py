@@ -86,7 +86,6 @@ class PhaseMachine(UnsampledBatches, Gaps):
         if cache is not None and state.stack and state.stack[-1] is cache.idle:  # a batch raised
             self._unsampled_batch_end(state, cache, end)
             return
-        self._settle(state)
         while state.stack:
             phase = state.stack.pop()
             if phase.name == name:
