@@ -95,7 +95,8 @@ LANE = Settings(
     summary=False,
     batch_spans_first=2,
     batch_spans_every=7,
-    limits=Limits(batch_window=8, batch_min=3),  # worked out every 2 batches once 8 are known
+    # Worked out every 2 batches once 8 are known; the phase buffers fold past 10 values.
+    limits=Limits(batch_window=8, batch_min=3, buffer_limit=10),
 )
 
 
@@ -135,6 +136,23 @@ def test_every_unsampled_batch_and_wait_is_counted_once_past_the_lane_threshold(
     assert table[("epoch", "dataloader")][1] / 1e9 == pytest.approx(wait.sum, rel=1e-9)
     sampled = {s.attributes[semconv.ATTR_BATCH_INDEX] for s in recorded.phase_spans("batch")}
     assert sampled == {0, 1, 7, 14, 21, 28, 35, 42, 49}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(summary=False, batch_spans_first=0, batch_spans_every=0, limits=LANE.limits)],
+    indirect=True,
+)
+def test_the_lane_folds_its_buffers_at_the_limit_and_loses_no_batch(recorded):
+    trainer = DetectionTrainer()
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(60):  # no collection meanwhile: only the limit bounds the buffers
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+    held = [len(s.values) for s in telemetry.current().phase_duration._sources.values()]
+    assert max(held) < LANE.limits.buffer_limit
+    assert _phase_points(recorded, "batch").count == _phase_points(recorded, "dataloader").count == 60
 
 
 @pytest.mark.parametrize("settings", [LANE], indirect=True)
