@@ -143,6 +143,10 @@ class Settings:
     """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
+    direct_spans: bool = True
+    """``OTEL_CALLBACKS_DIRECT_SPANS``: hand child spans finished to the SDK's batch or simple span
+    processors where that is what the SDK would export (``telemetry/spans.py``); false: every span
+    through the tracer's ``start_span``."""
     limits: Limits = field(default_factory=Limits)
     """Internal thresholds (no environment variable)."""
 
@@ -162,6 +166,7 @@ class Settings:
             default_hook_spans=_bool(env, "OTEL_CALLBACKS_DEFAULT_HOOK_SPANS", cls.default_hook_spans),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
+            direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
         )
 
     def samples_batch(self, index: int) -> bool:

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_callbacks import Settings, semconv, telemetry
 from otel_callbacks.apps.demo import prepare_offline
+from otel_callbacks.telemetry.spans import SpanStarter
 from otel_callbacks.telemetry.views import metric_views
 
 # Before anything imports ultralytics: offline, a private config dir, a local font.
@@ -46,17 +47,25 @@ def pytest_addoption(parser):
     )
 
 
-class OpenSpans(SpanProcessor):
-    """Spans started and not yet ended: must be empty once a run is over."""
+class SpanEnds(SpanProcessor):
+    """Spans started and not yet ended: must be empty once a run is over. This one sees ends only,
+    so that the tracer stays eligible for direct spans; the fixture reports their starts."""
 
     def __init__(self):
         self.open = {}
 
-    def on_start(self, span, parent_context=None):
-        self.open[span.context.span_id] = span.name
+    def started(self, span):
+        self.open[span.get_span_context().span_id] = span.name
 
     def on_end(self, span):
         self.open.pop(span.context.span_id, None)
+
+
+class OpenSpans(SpanEnds):
+    """The same, seeing starts as a processor: the SDK then makes every span itself."""
+
+    def on_start(self, span, parent_context=None):
+        self.started(span)
 
 
 class Recorded:
@@ -118,19 +127,33 @@ def settings(request):
     return getattr(request, "param", Settings(default_hook_spans=True))
 
 
-@pytest.fixture
-def recorded(settings, monkeypatch):
-    """Telemetry configured onto in-memory providers for the test, torn down after it."""
+@pytest.fixture(params=["direct", "sdk"])
+def recorded(request, settings, monkeypatch):
+    """Telemetry configured onto in-memory providers for the test, torn down after it; once with
+    direct child spans (telemetry/spans.py) and once with every span made by the SDK."""
     for name in ("OTEL_CALLBACKS_ENABLED", "OTEL_SDK_DISABLED"):
         monkeypatch.delenv(name, raising=False)
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    open_spans = OpenSpans()
+    direct = request.param == "direct"
+    open_spans = SpanEnds() if direct else OpenSpans()
     tracer_provider.add_span_processor(open_spans)
+    if direct:
+        start_span = SpanStarter.start_span
+
+        def tracked(self, *args, **kwargs):
+            span = start_span(self, *args, **kwargs)
+            if span.is_recording():
+                open_spans.started(span)
+            return span
+
+        monkeypatch.setattr(SpanStarter, "start_span", tracked)
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
     telemetry.configure(settings, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    if settings.enabled and settings.direct_spans:
+        assert telemetry.current().spans.direct is direct
     yield Recorded(exporter, reader, open_spans, tracer_provider)
     telemetry.shutdown()
     tracer_provider.shutdown()

@@ -26,6 +26,7 @@ from . import exporter_logs
 from .exporters import application_provider, build_meter_provider, build_tracer_provider
 from .histograms import NO_CONTEXT, BufferedHistogram
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
+from .spans import SpanStarter
 from .views import has_metric_views
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
@@ -57,6 +58,8 @@ class Telemetry:
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
             self.tracer.id_generator = PrivateRandomIdGenerator()
+        self.spans = SpanStarter(self.tracer, settings.direct_spans)
+        """Where the wrappers and the phase tracker start their spans."""
         meter = metrics.get_meter(semconv.METER_NAME, __version__, meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
 

@@ -69,7 +69,7 @@ class _Binding:
         self, owner: InstrumentedCallback, tel: providers.Telemetry, tracker: Any = None, engine: Any = None
     ) -> None:
         self.telemetry = tel
-        self.tracer = tel.tracer
+        self.tracer = tel.spans
         self.tracker = tracker or tracker_for(tel)
         self.states = self.tracker.states
         self.attributes = {

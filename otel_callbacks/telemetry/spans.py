@@ -1,0 +1,239 @@
+"""Child spans handed finished to the SDK's span processors, without the SDK's per-span machinery.
+
+The SDK's ``start_span`` asks the sampler, builds a mutable span (a lock, attributes validated one
+by one, the processors' ``on_start``) and, at ``end``, copies it into the ``ReadableSpan`` that the
+processors receive. For the child of a sampled local span the outcome is known in advance when the
+tracer is the SDK's with its default parent-based sampler, internal metrics off, no attribute length
+limit, and processors that do nothing when a span starts or is ending (the batch and simple
+processors): a recorded, sampled span with its parent's trace id, flags and trace state.
+:class:`SpanStarter` then records such a span itself (:class:`DirectSpan`) and hands those same
+processors the same ``ReadableSpan`` at its end, for a fraction of the cost. Roots, and every span
+of any other setup, go through the tracer's ``start_span``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from time import time_ns
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+logger = logging.getLogger(__name__)
+
+_PLAIN = (str, int, float, bool)  # attribute values that need no cleaning
+
+
+class _Pipeline(NamedTuple):
+    """What a direct span needs of its SDK tracer, judged once per set of processors."""
+
+    processor: Any  # the tracer's multi-span processor
+    processors: tuple[Any, ...]  # its processors when judged: a change means judge again
+    scope: Any  # the tracer's instrumentation scope
+    limits: Any  # the tracer's span limits
+
+
+def _pipeline(tracer: Any) -> _Pipeline | None:
+    """The SDK parts of ``tracer`` when a direct span is what its ``start_span`` would make of a
+    sampled local child; None otherwise."""
+    if not isinstance(tracer, Tracer):
+        return None
+    processor = tracer.span_processor
+    processors = getattr(processor, "_span_processors", None)
+    limits = getattr(tracer, "_span_limits", None)
+    scope = getattr(tracer, "_instrumentation_scope", None)
+    if processors is None or limits is None or scope is None:
+        return None
+    sampler = tracer.sampler
+    if not (
+        isinstance(sampler, ParentBased) and "localParentSampled:AlwaysOnSampler" in sampler.get_description()
+    ):
+        return None
+    if limits.max_attribute_length is not None or (limits.max_span_attributes or 0) < 32:
+        return None
+    if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
+        return None
+    if not getattr(tracer, "_is_enabled", lambda: True)():
+        return None
+    quiet = {SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor}
+    for each in processors:
+        for hook in ("on_start", "_on_ending"):
+            owner = next((k for k in type(each).__mro__ if hook in vars(k)), SpanProcessor)
+            if owner not in quiet:
+                return None
+    return _Pipeline(processor, processors, scope, limits)
+
+
+class SpanStarter:
+    """``start_span`` for the wrappers and the phase tracker: direct spans where they are
+    equivalent, the tracer's own spans otherwise (``direct=False``: always the tracer's)."""
+
+    def __init__(self, tracer: trace.Tracer, direct: bool = True) -> None:
+        self.tracer = tracer
+        self._pipeline = _pipeline(tracer) if direct else None
+
+    @property
+    def direct(self) -> bool:
+        """Whether sampled local children are direct spans (with this tracer's processors now)."""
+        return self._pipeline is not None
+
+    def start_span(
+        self,
+        name: str,
+        context: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_time: int | None = None,
+    ) -> trace.Span:
+        pipeline = self._pipeline
+        if pipeline is not None:
+            if pipeline.processor._span_processors is not pipeline.processors:  # one was added
+                pipeline = self._pipeline = _pipeline(self.tracer)
+            parent = trace.get_current_span(context).get_span_context()
+            if pipeline is not None and parent.trace_flags.sampled and not parent.is_remote:
+                return DirectSpan(self.tracer, pipeline, name, parent, attributes, start_time)
+        return self.tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+
+
+class DirectSpan(trace.Span):
+    """A recording span that the processors first see at its end, as the SDK's ``ReadableSpan``.
+
+    Values set after the start (results, ``error.type``, a user's own) are validated and bounded
+    as the SDK does; the start's own are plain strings and numbers, checked by type.
+    """
+
+    def __init__(
+        self,
+        tracer: Any,
+        pipeline: _Pipeline,
+        name: str,
+        parent: SpanContext,
+        attributes: Mapping[str, Any] | None,
+        start_time: int | None,
+    ) -> None:
+        self._tracer = tracer
+        self._pipeline = pipeline
+        self._name = name
+        self._parent = parent
+        self._context = SpanContext(
+            parent.trace_id,
+            tracer.id_generator.generate_span_id(),
+            False,
+            parent.trace_flags,
+            parent.trace_state,
+        )
+        self._attributes: Any = dict(attributes) if attributes else {}
+        if not all(type(value) in _PLAIN for value in self._attributes.values()):
+            self._bounded()  # drops what the SDK would drop, with its warning
+        self._events: list[Any] = []
+        self._links: list[Link] = []
+        self._status = Status(StatusCode.UNSET)
+        self._start_time = start_time if start_time is not None else time_ns()
+        self._end_time: int | None = None
+
+    def _bounded(self) -> BoundedAttributes:
+        if not isinstance(self._attributes, BoundedAttributes):
+            self._attributes = BoundedAttributes(
+                self._pipeline.limits.max_span_attributes, self._attributes, immutable=False
+            )
+        return self._attributes
+
+    def _ended(self, what: str) -> bool:
+        if self._end_time is not None:
+            logger.warning("Tried calling %s on an ended span.", what)
+            return True
+        return False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    @property
+    def attributes(self) -> Attributes:
+        return MappingProxyType(self._attributes)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._ended("set_attributes"):
+            return
+        bounded = self._bounded()
+        for key, value in attributes.items():
+            bounded[key] = value
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+        limits = self._pipeline.limits
+        if self._ended("add_event") or len(self._events) >= limits.max_events:
+            return
+        bounded = BoundedAttributes(limits.max_event_attributes, attributes, immutable=True)
+        self._events.append(Event(name, bounded, timestamp if timestamp is not None else time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if not self._ended("add_link") and context.is_valid:
+            self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if not self._ended("update_name"):
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """As the SDK: OK is final, UNSET is ignored."""
+        if self._ended("set_status") or self._status.status_code is StatusCode.OK:
+            return
+        if not isinstance(status, Status):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        SdkSpan.record_exception(self, exception, attributes, timestamp, escaped)  # only add_event
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            logger.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        pipeline = self._pipeline
+        pipeline.processor.on_end(
+            ReadableSpan(
+                self._name,
+                self._context,
+                self._parent,
+                self._tracer.resource,
+                self._attributes,
+                self._events,
+                self._links,
+                SpanKind.INTERNAL,
+                None,
+                self._status,
+                self._start_time,
+                self._end_time,
+                pipeline.scope,
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
