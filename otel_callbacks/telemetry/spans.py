@@ -31,7 +31,17 @@ from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 
-_PLAIN = (str, int, float, bool)  # attribute values that need no cleaning
+_PLAIN = frozenset({str, int, float, bool})
+_STR = frozenset({str})
+
+
+def _plain(attributes: Mapping[str, Any]) -> bool:
+    """Whether the SDK would keep these as they are: non-empty string keys, plain values."""
+    return (
+        "" not in attributes
+        and _STR.issuperset(map(type, attributes))
+        and _PLAIN.issuperset(map(type, attributes.values()))
+    )
 
 
 class _Pipeline(NamedTuple):
@@ -132,8 +142,8 @@ class DirectSpan(trace.Span):
             parent.trace_state,
         )
         self._attributes: Any = dict(attributes) if attributes else {}
-        if not all(type(value) in _PLAIN for value in self._attributes.values()):
-            self._bounded()  # drops what the SDK would drop, with its warning
+        if not _plain(self._attributes):
+            self._bounded()  # cleans what the SDK would clean, with its warning
         self._events: list[Any] = []
         self._links: list[Link] = []
         self._status = Status(StatusCode.UNSET)
@@ -167,15 +177,32 @@ class DirectSpan(trace.Span):
     def attributes(self) -> Attributes:
         return MappingProxyType(self._attributes)
 
+    def _kept_as_they_are(self, attributes: Mapping[str, Any]) -> bool:
+        """Added to the plain dict when nothing in them would be cleaned or dropped."""
+        plain = self._attributes
+        if (
+            type(plain) is dict
+            and _plain(attributes)
+            and len(plain) + len(attributes) <= self._pipeline.limits.max_span_attributes
+        ):
+            plain.update(attributes)
+            return True
+        return False
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        if self._ended("set_attributes"):
+        if self._ended("set_attributes") or self._kept_as_they_are(attributes):
             return
         bounded = self._bounded()
-        for key, value in attributes.items():
-            bounded[key] = value
+        set_items = getattr(bounded, "_set_items", None)  # what the SDK's set_attributes calls
+        if set_items is not None:
+            set_items(attributes)
+        else:
+            for key, value in attributes.items():
+                bounded[key] = value
 
     def set_attribute(self, key: str, value: Any) -> None:
-        self.set_attributes({key: value})
+        if not self._ended("set_attribute") and not self._kept_as_they_are({key: value}):
+            self._bounded()[key] = value
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
         limits = self._pipeline.limits
