@@ -263,4 +263,3 @@ class DirectSpan(trace.Span):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
-
