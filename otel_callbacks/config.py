@@ -175,3 +175,10 @@ class Settings:
             return True
         every = self.batch_spans_every
         return every > 0 and index % every == 0
+
+    def next_sampled_batch(self, index: int) -> int:
+        """The first index after ``index`` whose batch gets spans; -1 when none does."""
+        if index + 1 < self.batch_spans_first:
+            return index + 1
+        every = self.batch_spans_every
+        return (index // every + 1) * every if every > 0 else -1

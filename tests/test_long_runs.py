@@ -140,6 +140,28 @@ def test_every_unsampled_batch_and_wait_is_counted_once_past_the_lane_threshold(
 
 @pytest.mark.parametrize(
     "settings",
+    [Settings(summary=False, batch_spans_first=1, batch_spans_every=5, max_spans=7)],
+    indirect=True,
+)
+def test_batches_past_the_span_budget_get_no_spans_and_are_all_counted(recorded):
+    # Between sampled batches the tracker takes its shortest path up to the next candidate (5, 10,
+    # ...); there the generic path checks the budget again. Train, setup and epoch, then a batch
+    # and its dataloader wait for batches 0 and 5, make 7 spans: batch 10 finds the budget spent.
+    trainer = DetectionTrainer()
+    for event in ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start"):
+        trainer.run_callbacks(event)
+    trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(23):
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
+    trainer.run_callbacks("on_train_epoch_end")
+    sampled = {s.attributes[semconv.ATTR_BATCH_INDEX] for s in recorded.phase_spans("batch")}
+    assert sampled == {0, 5}
+    assert _phase_points(recorded, "batch").count == 23
+
+
+@pytest.mark.parametrize(
+    "settings",
     [Settings(summary=False, batch_spans_first=0, batch_spans_every=0, limits=LANE.limits)],
     indirect=True,
 )

@@ -138,6 +138,23 @@ def test_partial_callbacks_keep_func_and_args():
     assert wrapped.callback_name.endswith("test_partial_callbacks_keep_func_and_args.<locals>.scaled")
 
 
+def test_only_callables_with_attributes_of_their_own_get_the_forwarding_wrapper():
+    def plain(engine):
+        pass
+
+    def tagged(engine):
+        pass
+
+    tagged.owner = "platform team"
+    assert type(instrument(plain, "on_train_start")) is InstrumentedCallback  # fast attribute reads
+    forwarding = instrument(tagged, "on_train_start")
+    assert forwarding.owner == "platform team" and isinstance(forwarding, InstrumentedCallback)
+    with pytest.raises(AttributeError):
+        instrument(plain, "on_train_start").owner  # noqa: B018
+    restored = pickle.loads(pickle.dumps(instrument(functools.partial(print), "on_train_start")))
+    assert type(restored).__name__ == "ForwardingCallback" and restored.func is print
+
+
 def test_non_callable_is_refused_naming_event_and_value():
     d = otel_callbacks.get_default_callbacks()
     with pytest.raises(TypeError, match=r"on_val_end.*'not a function'.*str"):

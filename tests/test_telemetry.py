@@ -204,6 +204,15 @@ def test_settings_from_env():
         summary=False,
     )
     assert [settings.samples_batch(i) for i in range(7)] == [True] * 5 + [False] * 2
+    assert not Settings.from_env({"OTEL_CALLBACKS_DIRECT_SPANS": "false"}).direct_spans
+
+
+@pytest.mark.parametrize(("first", "every"), [(0, 0), (3, 0), (0, 1), (3, 100), (5, 3), (10, 4), (2, 7)])
+def test_the_next_sampled_batch_is_the_one_samples_batch_picks(first, every):
+    settings = Settings(batch_spans_first=first, batch_spans_every=every)
+    for index in range(-1, 60):
+        following = [i for i in range(index + 1, 200) if settings.samples_batch(i)]
+        assert settings.next_sampled_batch(index) == (following[0] if following else -1), index
     assert not Settings.from_env({"OTEL_SDK_DISABLED": "true"}).enabled
     assert not Settings.from_env({"OTEL_CALLBACKS_ENABLED": "0"}).enabled
 

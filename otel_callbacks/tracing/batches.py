@@ -1,4 +1,4 @@
-"""The training batch's short path: an unsampled batch is a few comparisons and one append.
+"""Which batches get spans, and the training batch's short path for those that do not.
 
 Ultralytics fires two events per training batch, thousands of times an epoch. An unsampled batch
 only notes (wait start, start, end) in its epoch's lane (:class:`~.engines.BatchCache`); the
@@ -16,6 +16,7 @@ from operator import sub
 from typing import TYPE_CHECKING
 
 from .. import semconv as sc
+from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS
 from .engines import BatchCache, EngineState
 from .slow import update_relative_threshold
 
@@ -32,6 +33,17 @@ class UnsampledBatches:
     _limits: Any
     _settings: Any
     _telemetry: Any
+
+    def _sample(self, state: EngineState, event: str) -> None:
+        """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
+        run = state.run
+        within_budget = run is None or run.spans < self._settings.max_spans
+        if event in BATCH_START_EVENTS:
+            state.batch_index += 1
+            state.sampled = within_budget and self._settings.samples_batch(state.batch_index)
+        elif event not in BATCH_EVENTS:  # the other batch events follow their batch's start
+            state.sampled = within_budget
+        state.threshold_ns = state.batch_slow_ns if event in BATCH_EVENTS else state.slow_ns
 
     def _unsampled_batch_start(self, state: EngineState, now: int) -> bool:
         """Open an unsampled batch on its epoch; False (nothing changed) where the generic path
@@ -50,10 +62,9 @@ class UnsampledBatches:
                 self._phase_buffer(sc.PHASE_DATALOADER, run.mode),
             )
         index = state.batch_index + 1
-        if run.spans < self._max_spans and (
-            index < self._spans_first or (self._spans_every and not index % self._spans_every)
-        ):
-            return False  # sampled: the generic path (Settings.samples_batch) opens it with spans
+        within_budget = run.spans < self._max_spans
+        if within_budget and self._settings.samples_batch(index):
+            return False  # sampled: the generic path opens it with spans
         state.batch_index = index
         state.sampled = False
         state.threshold_ns = state.batch_slow_ns
@@ -63,6 +74,10 @@ class UnsampledBatches:
         cache.wait_start = state.last_end if state.previous in WAIT_AFTER else 0
         stack.append(idle)
         state.context = idle.context
+        # Until another firing: the tracker's shortest path, up to the next sampled batch (the
+        # generic path checks the budget again there).
+        cache.next_sampled = self._settings.next_sampled_batch(index) if within_budget else -1
+        state.armed = cache
         return True
 
     def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
@@ -70,6 +85,7 @@ class UnsampledBatches:
         stamps.append((cache.wait_start, state.stack.pop().start, end))
         if len(stamps) >= cache.settle_at:
             self._settle(state)
+            state.threshold_ns = state.batch_slow_ns  # for the lane's next batch
 
     def _settle(self, state: EngineState) -> None:
         """Work out the lane's batches: metric buffers, the table's totals, what the epoch's

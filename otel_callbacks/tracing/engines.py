@@ -59,6 +59,7 @@ class BatchCache:
         "batch_buffer",
         "batch_totals",
         "idle",
+        "next_sampled",
         "parent",
         "run",
         "settle_at",
@@ -77,6 +78,7 @@ class BatchCache:
         self.stamps: list[tuple[int, int, int]] = []
         self.settle_at = 1  # batches in the lane that make it worked out
         self.wait_start = 0
+        self.next_sampled = -1  # the index of the next batch that gets spans (-1: none)
 
 
 class EngineState:
@@ -85,6 +87,7 @@ class EngineState:
 
     __slots__ = (
         "__weakref__",
+        "armed",
         "batch_cache",
         "batch_index",
         "batch_slow_ns",
@@ -116,6 +119,9 @@ class EngineState:
         self.pending: str | None = None  # the phase that ends with the current firing
         self.batch_index = -1
         self.batch_cache: BatchCache | None = None
+        # The lane while its next batches take the tracker's shortest path: set when an unsampled
+        # batch starts on it, cleared by any other firing, an abort or the run's end.
+        self.armed: BatchCache | None = None
         self.sampled = True
         self.slow_ns = slow_ns
         self.batch_slow_ns = slow_ns

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
 from ..config import process_ranks
-from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS, mode_of
+from ..hooks import BATCH_START_EVENTS, mode_of
 from ..telemetry.propagation import environment_context
 from .clock import perf_ns
 from .engines import NO_LEAVE, EngineState
@@ -67,10 +67,7 @@ class PhaseTracker(PhaseMachine):
         self._settings = settings or telemetry.settings
         self._limits = self._settings.limits
         self._slow_ns = int(self._settings.slow_threshold * 1e9)
-        # Read on every batch: Settings.samples_batch and the budget, inlined.
         self._max_spans = self._settings.max_spans
-        self._spans_first = self._settings.batch_spans_first
-        self._spans_every = self._settings.batch_spans_every
         self._settle_every = max(1, self._limits.batch_window // 4)
         self._environment_context = environment_context()  # a launcher's TRACEPARENT, read once
         self._ranks = process_ranks()  # a DDP worker's rank, local rank and world size
@@ -101,6 +98,23 @@ class PhaseTracker(PhaseMachine):
                 state = self._track(engine)
             elif event == state.event and callback is not state.first:
                 return state
+        lane = state.armed
+        if lane is not None:  # between the unsampled batches of an epoch (batches.py)
+            if event == "on_train_batch_start":
+                index, stack = state.batch_index + 1, state.stack
+                if index != lane.next_sampled and stack and stack[-1] is lane.parent:
+                    state.event, state.first, state.closer = event, callback, NO_LEAVE
+                    state.batch_index = index
+                    lane.wait_start = state.last_end  # the previous firing was a batch's end
+                    idle = lane.idle
+                    idle.start = perf_ns()
+                    stack.append(idle)
+                    return state
+            elif event == "on_train_batch_end" and state.closer is NO_LEAVE:
+                state.event, state.first, state.pending = event, callback, sc.PHASE_BATCH
+                self._find_closer(state, engine, event)
+                return state
+            state.armed = None
         now = perf_ns()
         if state.pending is not None:  # the previous end event's last callback raised
             self._close_pending(state, state.last_end or now)
@@ -108,10 +122,7 @@ class PhaseTracker(PhaseMachine):
         if event == "on_train_batch_start" and self._unsampled_batch_start(state, now):
             state.closer = NO_LEAVE  # the batch goes on: nothing ends with this firing
             return state
-        try:
-            state.closer = engine.callbacks.get(event)[-1]
-        except Exception:  # no callbacks dict, or not this event in it: the firing's end is unknown
-            state.closer = None
+        self._find_closer(state, engine, event)
         if event == "on_train_batch_end":
             cache = state.batch_cache
             if cache is not None and state.stack and state.stack[-1] is cache.idle:
@@ -121,6 +132,13 @@ class PhaseTracker(PhaseMachine):
         self._fire(state, callback, engine, now)
         return state
 
+    @staticmethod
+    def _find_closer(state: EngineState, engine: Any, event: str) -> None:
+        try:
+            state.closer = engine.callbacks.get(event)[-1]
+        except Exception:  # no callbacks dict, or not this event in it: the firing's end is unknown
+            state.closer = None
+
     def leave(self, state: EngineState, callback: Any, end: int, failed: bool = False) -> None:
         """After the last callback of a firing: the firing's end, and the end of the phase that
         ends with it (unless that callback raised: then the engine's next firing ends it)."""
@@ -128,8 +146,8 @@ class PhaseTracker(PhaseMachine):
         if state.closer is callback and not failed:
             state.closer = None
             if state.pending is not None:
-                cache = state.batch_cache
-                if cache is not None and state.stack and state.stack[-1] is cache.idle:
+                cache, stack = state.batch_cache, state.stack
+                if cache is not None and stack and stack[-1] is cache.idle:
                     state.pending = None
                     self._unsampled_batch_end(state, cache, end)
                 else:
@@ -215,17 +233,6 @@ class PhaseTracker(PhaseMachine):
             self._telemetry.report_error(exc)
         state.context = state.innermost()
 
-    def _sample(self, state: EngineState, event: str) -> None:
-        """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
-        run = state.run
-        within_budget = run is None or run.spans < self._settings.max_spans
-        if event in BATCH_START_EVENTS:
-            state.batch_index += 1
-            state.sampled = within_budget and self._settings.samples_batch(state.batch_index)
-        elif event not in BATCH_EVENTS:  # the other batch events follow their batch's start
-            state.sampled = within_budget
-        state.threshold_ns = state.batch_slow_ns if event in BATCH_EVENTS else state.slow_ns
-
     # Runs -------------------------------------------------------------------------------------
 
     def _phase_buffer(self, name: str, mode: str) -> list[int]:
@@ -254,7 +261,7 @@ class PhaseTracker(PhaseMachine):
     def _abort(self, state: EngineState, reason: str) -> None:
         """End whatever is open with status ERROR and the reason; finish the run."""
         try:
-            state.pending = None
+            state.pending = state.armed = None
             self._settle(state)
             end = state.last_end or perf_ns()
             while state.stack:
@@ -267,7 +274,7 @@ class PhaseTracker(PhaseMachine):
 
     def _finish_run(self, state: EngineState, end: int) -> None:
         self._settle(state)
-        run, state.run = state.run, None
+        run, state.run, state.armed = state.run, None, None
         state.batch_times.clear()
         state.batch_slow_ns = state.slow_ns
         if run is None:

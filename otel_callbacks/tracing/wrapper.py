@@ -9,6 +9,7 @@ goes to the phase tracker through its narrow interface (enter, leave, durations,
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,8 @@ def instrument(
         )
     if not instrumentation_enabled():
         return callback
-    return InstrumentedCallback(callback, event, integration)
+    plain = isinstance(callback, types.FunctionType) and not vars(callback)
+    return (InstrumentedCallback if plain else ForwardingCallback)(callback, event, integration)
 
 
 class _Binding:
@@ -122,14 +124,8 @@ class InstrumentedCallback:
     def __hash__(self) -> int:
         return hash(self.__wrapped__)
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes the wrapper lacks, e.g. a partial's ``func`` and ``args``.
-        if name.startswith("__") or name == "_binding":
-            raise AttributeError(name)
-        return getattr(self.__wrapped__, name)
-
     def __reduce__(self) -> tuple[Any, ...]:
-        return InstrumentedCallback, (self.__wrapped__, self.event, self.integration)
+        return type(self), (self.__wrapped__, self.event, self.integration)
 
     def __repr__(self) -> str:
         return f"<instrumented {self.event} callback {self.__wrapped__!r}>"
@@ -154,12 +150,12 @@ class InstrumentedCallback:
         return self._binding
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        engine = args[0] if args else None
         binding = self._binding
         if binding is None or binding.telemetry is not providers.active:
-            binding = self._bind(args[0] if args else None)
+            binding = self._bind(engine)
             if binding is None:
                 return self.__wrapped__(*args, **kwargs)
-        engine = args[0] if args else None
         state = binding.states.get(id(engine))
         if state is None or self.event != state.event or self is state.first:
             state = binding.tracker.enter(engine, self, state)  # a new firing: move the phases on
@@ -264,3 +260,15 @@ class InstrumentedCallback:
             binding.tracker.raised(state, self.callback_name, error)
         if elapsed > state.threshold_ns:
             binding.tracker.slow(self, binding.attributes, state, elapsed, span)
+
+
+class ForwardingCallback(InstrumentedCallback):
+    """The stand-in for a callable with attributes of its own (a partial's ``func`` and ``args``, a
+    function's custom attributes): it forwards what the wrapper lacks. A class apart, because a
+    ``__getattr__`` makes every attribute read of the hot path slower (CPython then cannot
+    specialize them)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_binding":
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
