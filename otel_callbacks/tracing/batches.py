@@ -8,6 +8,11 @@ window, and before any other firing or the run's end, so that whatever reads the
 the timing table) sees every batch. A metric reader that collects mid-epoch gets the latest few
 batches at its next collection. Sampled batches, and anything unusual (no epoch open, a batch left
 open), take the generic phase path instead.
+
+Once an unsampled batch has started here, the lane is *armed* (``EngineState.armed``): until any
+other firing, the tracker's ``enter`` takes the next batches' two firings in a few comparisons, up
+to the next index the sampling rule picks (``Settings.next_sampled_batch``), where this module
+decides again.
 """
 
 from __future__ import annotations
