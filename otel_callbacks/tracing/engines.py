@@ -141,6 +141,11 @@ class EngineState:
         epoch = getattr(engine, "epoch", None)
         return epoch + 1 if isinstance(epoch, int) else None
 
+    def in_lane_batch(self) -> bool:
+        """Whether an unsampled batch of the epoch's lane is open (its idle phase on top)."""
+        cache = self.batch_cache
+        return cache is not None and bool(self.stack) and self.stack[-1] is cache.idle
+
     def top(self, name: str) -> bool:
         return bool(self.stack) and self.stack[-1].name == name
 

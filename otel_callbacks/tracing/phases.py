@@ -82,9 +82,8 @@ class PhaseMachine(UnsampledBatches, Gaps):
 
     def _close_pending(self, state: EngineState, end: int) -> None:
         name, state.pending = state.pending, None
-        cache = state.batch_cache
-        if cache is not None and state.stack and state.stack[-1] is cache.idle:  # a batch raised
-            self._unsampled_batch_end(state, cache, end)
+        if state.in_lane_batch():
+            self._unsampled_batch_end(state, state.batch_cache, end)
             return
         while state.stack:
             phase = state.stack.pop()

@@ -99,21 +99,24 @@ class PhaseTracker(PhaseMachine):
             elif event == state.event and callback is not state.first:
                 return state
         lane = state.armed
-        if lane is not None:  # between the unsampled batches of an epoch (batches.py)
-            if event == "on_train_batch_start":
-                index, stack = state.batch_index + 1, state.stack
-                if index != lane.next_sampled and stack and stack[-1] is lane.parent:
-                    state.event, state.first, state.closer = event, callback, NO_LEAVE
-                    state.batch_index = index
-                    lane.wait_start = state.last_end  # the previous firing was a batch's end
-                    idle = lane.idle
-                    idle.start = perf_ns()
-                    stack.append(idle)
-                    return state
-            elif event == "on_train_batch_end" and state.closer is NO_LEAVE:
-                state.event, state.first, state.pending = event, callback, sc.PHASE_BATCH
-                self._find_closer(state, engine, event)
+        if lane is not None:  # among the unsampled batches of an epoch (batches.py)
+            if event == "on_train_batch_end" and state.closer is NO_LEAVE:
+                # The batch ends with this firing's last callback, whichever it is: the next
+                # firing counts it, from the last callback's end.
+                state.event, state.first, state.pending, state.closer = event, callback, sc.PHASE_BATCH, None
                 return state
+            if event == "on_train_batch_start" and state.pending is not None:
+                index, stack, idle = state.batch_index + 1, state.stack, lane.idle
+                if index != lane.next_sampled and stack and stack[-1] is idle:
+                    end, stamps = state.last_end, lane.stamps
+                    stamps.append((lane.wait_start, idle.start, end))  # the batch before, ended
+                    state.event, state.first, state.closer, state.pending = event, callback, NO_LEAVE, None
+                    state.batch_index, lane.wait_start = index, end
+                    if len(stamps) >= lane.settle_at:
+                        self._settle(state)
+                        state.threshold_ns = state.batch_slow_ns
+                    idle.start = perf_ns()  # the idle phase stays on the stack for this batch
+                    return state
             state.armed = None
         now = perf_ns()
         if state.pending is not None:  # the previous end event's last callback raised
@@ -122,22 +125,16 @@ class PhaseTracker(PhaseMachine):
         if event == "on_train_batch_start" and self._unsampled_batch_start(state, now):
             state.closer = NO_LEAVE  # the batch goes on: nothing ends with this firing
             return state
-        self._find_closer(state, engine, event)
-        if event == "on_train_batch_end":
-            cache = state.batch_cache
-            if cache is not None and state.stack and state.stack[-1] is cache.idle:
-                state.pending = sc.PHASE_BATCH  # the unsampled batch ends with this firing
-                state.threshold_ns = state.batch_slow_ns
-                return state
-        self._fire(state, callback, engine, now)
-        return state
-
-    @staticmethod
-    def _find_closer(state: EngineState, engine: Any, event: str) -> None:
         try:
             state.closer = engine.callbacks.get(event)[-1]
         except Exception:  # no callbacks dict, or not this event in it: the firing's end is unknown
             state.closer = None
+        if event == "on_train_batch_end" and state.in_lane_batch():
+            state.pending = sc.PHASE_BATCH  # the unsampled batch ends with this firing
+            state.threshold_ns = state.batch_slow_ns
+            return state
+        self._fire(state, callback, engine, now)
+        return state
 
     def leave(self, state: EngineState, callback: Any, end: int, failed: bool = False) -> None:
         """After the last callback of a firing: the firing's end, and the end of the phase that
@@ -146,12 +143,7 @@ class PhaseTracker(PhaseMachine):
         if state.closer is callback and not failed:
             state.closer = None
             if state.pending is not None:
-                cache, stack = state.batch_cache, state.stack
-                if cache is not None and stack and stack[-1] is cache.idle:
-                    state.pending = None
-                    self._unsampled_batch_end(state, cache, end)
-                else:
-                    self._close_pending(state, end)
+                self._close_pending(state, end)
 
     def durations(self, state: EngineState, binding: Any, error_type: str | None = None) -> list[int]:
         """The list this callback's durations in the engine's current run go to."""
@@ -261,6 +253,8 @@ class PhaseTracker(PhaseMachine):
     def _abort(self, state: EngineState, reason: str) -> None:
         """End whatever is open with status ERROR and the reason; finish the run."""
         try:
+            if state.pending is not None and state.in_lane_batch():
+                self._close_pending(state, state.last_end)  # its end event fired
             state.pending = state.armed = None
             self._settle(state)
             end = state.last_end or perf_ns()
