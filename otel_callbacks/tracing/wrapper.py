@@ -172,8 +172,9 @@ class InstrumentedCallback:
         if elapsed > state.threshold_ns:
             self._after_the_fact(binding, state, start, end, None)
             return result
-        last = binding.last
-        durations = last[1] if last[0] is state.run else binding.durations_in(state)
+        run, durations = binding.last
+        if run is not state.run:
+            durations = binding.durations_in(state)
         durations.append(elapsed)
         if len(durations) >= binding.buffer_limit:  # no reader collected for long: bound memory
             binding.telemetry.callback_duration.fold(durations)
