@@ -236,3 +236,42 @@ def test_keys_and_values_the_sdk_would_clean_are_cleaned_as_it_does(caplog):
         results[direct] = exporter.get_finished_spans()
     assert normalized(results[True]) == normalized(results[False])
     assert "" not in results[True][0].attributes and results[True][0].attributes["fine"] == 4.0
+
+
+def test_unset_span_limits_mean_no_bound():
+    unset = SpanLimits(
+        max_span_attributes=SpanLimits.UNSET,
+        max_events=SpanLimits.UNSET,
+        max_event_attributes=SpanLimits.UNSET,
+    )
+    exporter = InMemorySpanExporter()
+    starter = SpanStarter(provider_with(exporter, span_limits=unset).get_tracer("t"))
+    assert starter.direct
+    root = starter.start_span("root")
+    span = starter.start_span("child", trace.set_span_in_context(root), {f"k{i}": i for i in range(200)})
+    span.set_attributes({f"more{i}": i for i in range(200)})
+    for i in range(200):
+        span.add_event(f"e{i}")
+    span.end()
+    (child,) = [s for s in exporter.get_finished_spans() if s.name == "child"]
+    assert len(child.attributes) == 400 and len(child.events) == 200
+
+
+def test_past_the_default_limits_the_same_is_kept_and_counted_as_dropped(caplog):
+    results = {}
+    for direct in (True, False):
+        exporter = InMemorySpanExporter()
+        starter = SpanStarter(provider_with(exporter).get_tracer("t"), direct=direct)
+        root = starter.start_span("root")
+        span = starter.start_span("child", trace.set_span_in_context(root), {f"k{i}": i for i in range(100)})
+        with caplog.at_level(logging.ERROR):  # the SDK warns for each attribute it drops
+            span.set_attributes({f"more{i}": i for i in range(100)})
+            for i in range(150):
+                span.add_event(f"e{i}", {f"a{j}": j for j in range(3)})
+        span.end()
+        root.end()
+        results[direct] = exporter.get_finished_spans()
+    assert normalized(results[True]) == normalized(results[False])
+    child = results[True][0]
+    assert (len(child.attributes), child.dropped_attributes) == (128, 72)
+    assert (len(child.events), child.dropped_events) == (128, 22)

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, int, float, bool})
 _STR = frozenset({str})
+
+
+def _within(count: int, limit: int | None) -> bool:
+    """``count <= limit``, where a limit of None (the SDK's unset) has no bound."""
+    return limit is None or count <= limit
 
 
 def _plain(attributes: Mapping[str, Any]) -> bool:
@@ -69,7 +75,7 @@ def _pipeline(tracer: Any) -> _Pipeline | None:
         isinstance(sampler, ParentBased) and "localParentSampled:AlwaysOnSampler" in sampler.get_description()
     ):
         return None
-    if limits.max_attribute_length is not None or (limits.max_span_attributes or 0) < 32:
+    if limits.max_attribute_length is not None or not _within(32, limits.max_span_attributes):
         return None
     if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
         return None
@@ -144,8 +150,8 @@ class DirectSpan(trace.Span):
         self._attributes: Any = dict(attributes) if attributes else {}
         if not _plain(self._attributes):
             self._bounded()  # cleans what the SDK would clean, with its warning
-        self._events: list[Any] = []
-        self._links: list[Link] = []
+        self._events: Any = ()  # a BoundedList from the first event: the SDK's drops and counts
+        self._links: Any = ()
         self._status = Status(StatusCode.UNSET)
         self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
@@ -183,7 +189,7 @@ class DirectSpan(trace.Span):
         if (
             type(plain) is dict
             and _plain(attributes)
-            and len(plain) + len(attributes) <= self._pipeline.limits.max_span_attributes
+            and _within(len(plain) + len(attributes), self._pipeline.limits.max_span_attributes)
         ):
             plain.update(attributes)
             return True
@@ -205,15 +211,24 @@ class DirectSpan(trace.Span):
             self._bounded()[key] = value
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
-        limits = self._pipeline.limits
-        if self._ended("add_event") or len(self._events) >= limits.max_events:
+        if self._ended("add_event"):
             return
+        limits = self._pipeline.limits
+        if type(self._events) is tuple:
+            self._events = BoundedList(limits.max_events)
         bounded = BoundedAttributes(limits.max_event_attributes, attributes, immutable=True)
-        self._events.append(Event(name, bounded, timestamp if timestamp is not None else time_ns()))
+        self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
-        if not self._ended("add_link") and context.is_valid:
-            self._links.append(Link(context, attributes))
+        if self._ended("add_link") or not (
+            context and (context.is_valid or attributes or context.trace_state)
+        ):
+            return
+        limits = self._pipeline.limits
+        if type(self._links) is tuple:
+            self._links = BoundedList(limits.max_links)
+        bounded = BoundedAttributes(limits.max_link_attributes, attributes, immutable=True)
+        self._links.append(Link(context=context, attributes=bounded))
 
     def update_name(self, name: str) -> None:
         if not self._ended("update_name"):
