@@ -12,7 +12,9 @@ open), take the generic phase path instead.
 Once an unsampled batch has started here, the lane is *armed* (``EngineState.armed``): until any
 other firing, the tracker's ``enter`` takes the next batches' two firings in a few comparisons, up
 to the next index the sampling rule picks (``Settings.next_sampled_batch``), where this module
-decides again.
+decides again. An armed batch ends with its end event's last callback, whichever that is: the next
+firing (or an abort) counts it, from that callback's end, so neither a closer lookup nor a
+``leave`` is needed per batch.
 """
 
 from __future__ import annotations

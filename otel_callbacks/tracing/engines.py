@@ -120,7 +120,7 @@ class EngineState:
         self.batch_index = -1
         self.batch_cache: BatchCache | None = None
         # The lane while its next batches take the tracker's shortest path: set when an unsampled
-        # batch starts on it, cleared by any other firing, an abort or the run's end.
+        # batch starts on it, cleared by any firing but its batches' own, an abort or the run's end.
         self.armed: BatchCache | None = None
         self.sampled = True
         self.slow_ns = slow_ns

@@ -119,7 +119,7 @@ class PhaseTracker(PhaseMachine):
                     return state
             state.armed = None
         now = perf_ns()
-        if state.pending is not None:  # the previous end event's last callback raised
+        if state.pending is not None:  # a lane's batch to count, or an end event that raised
             self._close_pending(state, state.last_end or now)
         state.previous, state.event, state.first = state.event, event, callback
         if event == "on_train_batch_start" and self._unsampled_batch_start(state, now):
