@@ -126,6 +126,7 @@ SETUPS = [
     pytest.param({}, StartWatcher, False, id="a processor with on_start"),
     pytest.param({"sampler": ParentBased(ALWAYS_OFF)}, None, True, id="parent-based, other root"),
     pytest.param({"sampler": TraceIdRatioBased(0.5)}, None, False, id="ratio sampler"),
+    pytest.param({"sampler": ALWAYS_ON}, None, True, id="always on"),
     pytest.param(
         {"sampler": ParentBased(ALWAYS_ON, local_parent_sampled=ALWAYS_OFF)},
         None,

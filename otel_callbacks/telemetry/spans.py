@@ -3,9 +3,10 @@
 The SDK's ``start_span`` asks the sampler, builds a mutable span (a lock, attributes validated one
 by one, the processors' ``on_start``) and, at ``end``, copies it into the ``ReadableSpan`` that the
 processors receive. For the child of a sampled local span the outcome is known in advance when the
-tracer is the SDK's with its default parent-based sampler, internal metrics off, no attribute length
-limit, and processors that do nothing when a span starts or is ending (the batch and simple
-processors): a recorded, sampled span with its parent's trace id, flags and trace state.
+tracer is the SDK's with its default parent-based sampler (or always on), internal metrics off, no
+attribute length limit, room for 32 attributes, and processors that do nothing when a span starts
+or is ending (the batch and simple processors): a recorded, sampled span with its parent's trace
+id, flags and trace state.
 :class:`SpanStarter` then records such a span itself (:class:`DirectSpan`) and hands those same
 processors the same ``ReadableSpan`` at its end, for a fraction of the cost. Roots, and every span
 of any other setup, go through the tracer's ``start_span``.
@@ -32,6 +33,7 @@ from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 
+_LOCAL_SAMPLED_ON = "localParentSampled:AlwaysOnSampler"  # in ParentBased's description
 _PLAIN = frozenset({str, int, float, bool})
 _STR = frozenset({str})
 
@@ -70,10 +72,10 @@ def _pipeline(tracer: Any) -> _Pipeline | None:
     scope = getattr(tracer, "_instrumentation_scope", None)
     if processors is None or limits is None or scope is None:
         return None
-    sampler = tracer.sampler
-    if not (
-        isinstance(sampler, ParentBased) and "localParentSampled:AlwaysOnSampler" in sampler.get_description()
-    ):
+    # Always on, or parent-based with an always-on delegate for sampled local parents.
+    description = tracer.sampler.get_description()
+    parent_based = isinstance(tracer.sampler, ParentBased)
+    if not (description == "AlwaysOnSampler" or (parent_based and _LOCAL_SAMPLED_ON in description)):
         return None
     if limits.max_attribute_length is not None or not _within(32, limits.max_span_attributes):
         return None
