@@ -197,23 +197,29 @@ def _api_calls(span):
     span.set_attribute("late", 1)  # ignored after the end
 
 
-def test_the_span_api_behaves_as_the_sdks(caplog):
+def on_both_paths(attributes, act):
+    """The spans each path exports for a child started with ``attributes`` and handed to ``act``
+    (which ends it), and its root; checked to be the same, the direct path's returned."""
     results = {}
     for direct in (True, False):
         exporter = InMemorySpanExporter()
         starter = SpanStarter(provider_with(exporter).get_tracer("t"), direct=direct)
         root = starter.start_span("root", start_time=1)
-        span = starter.start_span("child", trace.set_span_in_context(root), {"n": 1, "odd": {}}, start_time=2)
+        span = starter.start_span("child", trace.set_span_in_context(root), attributes, start_time=2)
         assert isinstance(span, DirectSpan) is direct and span.is_recording()
-        with caplog.at_level(logging.WARNING):
-            _api_calls(span)
+        act(span)
         assert not span.is_recording()
         root.end(end_time=20)
         results[direct] = exporter.get_finished_spans()
-        assert [s.name for s in results[direct]] == ["renamed", "root"]
-        assert (results[direct][0].start_time, results[direct][0].end_time) == (2, 10)
     assert normalized(results[True]) == normalized(results[False])
-    child = results[True][0]
+    return results[True]
+
+
+def test_the_span_api_behaves_as_the_sdks(caplog):
+    with caplog.at_level(logging.WARNING):
+        child, root = on_both_paths({"n": 1, "odd": {}}, _api_calls)
+    assert (child.name, root.name) == ("renamed", "root")
+    assert (child.start_time, child.end_time) == (2, 10)
     assert {k: child.attributes[k] for k in "nabc"} == {"n": 1, "a": 1, "b": ("x", "y"), "c": 2.5}
     assert "late" not in child.attributes
     assert child.status.status_code is StatusCode.OK
@@ -222,21 +228,27 @@ def test_the_span_api_behaves_as_the_sdks(caplog):
 
 
 def test_keys_and_values_the_sdk_would_clean_are_cleaned_as_it_does(caplog):
-    results = {}
-    for direct in (True, False):
-        exporter = InMemorySpanExporter()
-        starter = SpanStarter(provider_with(exporter).get_tracer("t"), direct=direct)
-        root = starter.start_span("root")
-        odd = {"": 1, "ok": 2, "list": [1, 2], "bytes": b"x", "none": None}
-        span = starter.start_span("child", trace.set_span_in_context(root), odd)
-        with caplog.at_level(logging.WARNING):
-            span.set_attributes({"": 3, "fine": 4.0})
-            span.set_attributes({7: "number key", "also": True})
+    def act(span):
+        span.set_attributes({"": 3, "fine": 4.0})
+        span.set_attributes({7: "number key", "also": True})
         span.end()
-        root.end()
-        results[direct] = exporter.get_finished_spans()
-    assert normalized(results[True]) == normalized(results[False])
-    assert "" not in results[True][0].attributes and results[True][0].attributes["fine"] == 4.0
+
+    with caplog.at_level(logging.WARNING):
+        child, _ = on_both_paths({"": 1, "ok": 2, "list": [1, 2], "bytes": b"x", "none": None}, act)
+    assert "" not in child.attributes and child.attributes["fine"] == 4.0
+
+
+def test_past_the_default_limits_the_same_is_kept_and_counted_as_dropped(caplog):
+    def act(span):
+        span.set_attributes({f"more{i}": i for i in range(100)})
+        for i in range(150):
+            span.add_event(f"e{i}", {f"a{j}": j for j in range(3)})
+        span.end()
+
+    with caplog.at_level(logging.ERROR):  # the SDK warns for each attribute it drops
+        child, _ = on_both_paths({f"k{i}": i for i in range(100)}, act)
+    assert (len(child.attributes), child.dropped_attributes) == (128, 72)
+    assert (len(child.events), child.dropped_events) == (128, 22)
 
 
 def test_unset_span_limits_mean_no_bound():
@@ -256,23 +268,3 @@ def test_unset_span_limits_mean_no_bound():
     span.end()
     (child,) = [s for s in exporter.get_finished_spans() if s.name == "child"]
     assert len(child.attributes) == 400 and len(child.events) == 200
-
-
-def test_past_the_default_limits_the_same_is_kept_and_counted_as_dropped(caplog):
-    results = {}
-    for direct in (True, False):
-        exporter = InMemorySpanExporter()
-        starter = SpanStarter(provider_with(exporter).get_tracer("t"), direct=direct)
-        root = starter.start_span("root")
-        span = starter.start_span("child", trace.set_span_in_context(root), {f"k{i}": i for i in range(100)})
-        with caplog.at_level(logging.ERROR):  # the SDK warns for each attribute it drops
-            span.set_attributes({f"more{i}": i for i in range(100)})
-            for i in range(150):
-                span.add_event(f"e{i}", {f"a{j}": j for j in range(3)})
-        span.end()
-        root.end()
-        results[direct] = exporter.get_finished_spans()
-    assert normalized(results[True]) == normalized(results[False])
-    child = results[True][0]
-    assert (len(child.attributes), child.dropped_attributes) == (128, 72)
-    assert (len(child.events), child.dropped_events) == (128, 22)
