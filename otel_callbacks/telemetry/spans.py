@@ -34,6 +34,7 @@ from opentelemetry.util.types import Attributes
 logger = logging.getLogger(__name__)
 
 _LOCAL_SAMPLED_ON = "localParentSampled:AlwaysOnSampler"  # in ParentBased's description
+_UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, int, float, bool})
 _STR = frozenset({str})
 
@@ -125,8 +126,9 @@ class SpanStarter:
 class DirectSpan(trace.Span):
     """A recording span that the processors first see at its end, as the SDK's ``ReadableSpan``.
 
-    Values set after the start (results, ``error.type``, a user's own) are validated and bounded
-    as the SDK does; the start's own are plain strings and numbers, checked by type.
+    Attributes, at the start or later (results, ``error.type``, a user's own), are kept as they
+    are when the SDK would keep them (string keys, plain values, within the limit), and otherwise
+    cleaned, bounded and counted by the SDK's own ``BoundedAttributes``.
     """
 
     def __init__(
@@ -154,7 +156,7 @@ class DirectSpan(trace.Span):
             self._bounded()  # cleans what the SDK would clean, with its warning
         self._events: Any = ()  # a BoundedList from the first event: the SDK's drops and counts
         self._links: Any = ()
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._start_time = start_time if start_time is not None else time_ns()
         self._end_time: int | None = None
 

@@ -72,7 +72,7 @@ class PhaseTracker(PhaseMachine):
         self._environment_context = environment_context()  # a launcher's TRACEPARENT, read once
         self._ranks = process_ranks()  # a DDP worker's rank, local rank and world size
         self._rank = self._ranks.get(sc.ATTR_RANK, 0)
-        self._tracer = telemetry.spans
+        self._tracer = telemetry.spans  # start_span as the tracer has it (telemetry/spans.py)
         self._durations = durations or telemetry.callback_duration
         self._calibrate = calibrate
         self.states: dict[int, EngineState] = {}  # read by the hot path

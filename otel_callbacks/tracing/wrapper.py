@@ -71,7 +71,7 @@ class _Binding:
         self, owner: InstrumentedCallback, tel: providers.Telemetry, tracker: Any = None, engine: Any = None
     ) -> None:
         self.telemetry = tel
-        self.tracer = tel.spans
+        self.tracer = tel.spans  # start_span as the tracer has it: direct spans where they are the same
         self.tracker = tracker or tracker_for(tel)
         self.states = self.tracker.states
         self.attributes = {
