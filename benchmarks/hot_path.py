@@ -109,12 +109,11 @@ def training_step(trainer: Trainer) -> Callable[[], None]:
     return step
 
 
-def per_step_over_plain(
-    settings: Settings, steps: int, repeats: int, collect: bool = True, best: bool = False
-) -> tuple[float, float]:
-    """ns per training step, plain and instrumented (one user callback per event, measured
-    alternately); with ``collect``, each repeat ends with a metric collection. The median of the
-    repeats, or with ``best`` their minimum (the repeat least disturbed by the shared machine)."""
+def per_step_repeats(
+    settings: Settings, steps: int, repeats: int, collect: bool = True
+) -> tuple[list[float], list[float]]:
+    """ns per training step of each repeat, plain and instrumented (one user callback per event,
+    measured alternately); with ``collect``, each repeat ends with a metric collection."""
     events = ("on_train_epoch_start", *BATCH)
     plain_trainer = Trainer(defaultdict(list, {event: [user_callback] for event in events}))
     provider, reader = configure(settings)
@@ -127,14 +126,22 @@ def per_step_over_plain(
         instrumented.append(per_call_ns(training_step(trainer), 1, steps, 1, collector))
     telemetry.shutdown()
     provider.shutdown()
-    pick = min if best else statistics.median
-    return pick(plain), pick(instrumented)
+    return plain, instrumented
+
+
+def per_step_over_plain(
+    settings: Settings, steps: int, repeats: int, collect: bool = True
+) -> tuple[float, float]:
+    """The medians of :func:`per_step_repeats`."""
+    plain, instrumented = per_step_repeats(settings, steps, repeats, collect)
+    return statistics.median(plain), statistics.median(instrumented)
 
 
 def headline(steps: int, repeats: int) -> list[str]:
     """The per-step figure with the default settings, and what it is made of."""
-    plain, instrumented = per_step_over_plain(Settings(summary=False), steps, repeats)
-    best_plain, best = per_step_over_plain(Settings(summary=False), steps, repeats, best=True)
+    plain_repeats, instrumented_repeats = per_step_repeats(Settings(summary=False), steps, repeats)
+    plain, instrumented = statistics.median(plain_repeats), statistics.median(instrumented_repeats)
+    best_plain, best = min(plain_repeats), min(instrumented_repeats)  # the least disturbed repeats
     unsampled = Settings(summary=False, batch_spans_first=0, batch_spans_every=0)
     plain_u, instrumented_u = per_step_over_plain(unsampled, steps, repeats)
     plain_n, instrumented_n = per_step_over_plain(unsampled, steps, repeats, collect=False)
