@@ -38,13 +38,14 @@ class UnsampledBatches:
     """Mixed into the phase machine; uses its tracker's buffers, settings and limits."""
 
     _limits: Any
+    _max_spans: int
     _settings: Any
     _telemetry: Any
 
     def _sample(self, state: EngineState, event: str) -> None:
         """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
         run = state.run
-        within_budget = run is None or run.spans < self._settings.max_spans
+        within_budget = run is None or run.spans < self._max_spans
         if event in BATCH_START_EVENTS:
             state.batch_index += 1
             state.sampled = within_budget and self._settings.samples_batch(state.batch_index)

@@ -108,14 +108,16 @@ class PhaseTracker(PhaseMachine):
             if event == "on_train_batch_start" and state.pending is not None:
                 index, stack, idle = state.batch_index + 1, state.stack, lane.idle
                 if index != lane.next_sampled and stack and stack[-1] is idle:
+                    # The batch before, ended: _unsampled_batch_end's work, inlined (the hot path),
+                    # the idle phase kept on the stack for this batch.
                     end, stamps = state.last_end, lane.stamps
-                    stamps.append((lane.wait_start, idle.start, end))  # the batch before, ended
+                    stamps.append((lane.wait_start, idle.start, end))
                     state.event, state.first, state.closer, state.pending = event, callback, NO_LEAVE, None
                     state.batch_index, lane.wait_start = index, end
                     if len(stamps) >= lane.settle_at:
                         self._settle(state)
                         state.threshold_ns = state.batch_slow_ns
-                    idle.start = perf_ns()  # the idle phase stays on the stack for this batch
+                    idle.start = perf_ns()
                     return state
             state.armed = None
         now = perf_ns()
