@@ -141,3 +141,20 @@ def test_integer_bucketing_matches_the_sdk_at_every_boundary():
         exact = round(bound * 1e9)
         for ns in range(exact - 3, exact + 4):
             assert bisect_right(thresholds, ns) == bisect_left(semconv.DURATION_BUCKETS, ns / 1e9), ns
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [150_000] * 2000 + [20_000, 5_000_000, 99_999, 250_000],  # a middle bucket, strays both sides
+        [90_000] * 500 + [120_000_000_000, 100_000],  # the first bucket, strays above
+        [200_000_000_000] * 300 + [7],  # the last (unbounded) bucket, a stray below
+        [50_000, 300_000] * 400,  # two buckets, half each
+    ],
+    ids=["middle", "first", "last", "even"],
+)
+def test_values_outside_the_busiest_bucket_are_bucketed_exactly(values):
+    _provider, reader, histogram = make()
+    buffered = BufferedHistogram(histogram, mergeable=True)
+    buffered.buffer(ATTRS).extend(values)
+    assert summary(collect(reader, buffered)) == reference(values)

@@ -243,3 +243,23 @@ def test_the_table_nests_phases_and_folds_fast_callbacks_into_one_line(recorded,
     assert re.search(r"^      batch\s+6 ", out, re.M), "batches nested two levels under train"
     assert re.search(r"^      val\s+1 ", out, re.M) and re.search(r"^      val\s+2 ", out, re.M)
     assert "(one that made a span)" in out
+
+
+def test_relative_threshold_is_the_rule_of_the_median_whichever_way_it_is_found():
+    """The extremes settle the rule without a sort when they can; the result is the sort's."""
+    import random
+    import statistics
+
+    from otel_callbacks.tracing.engines import EngineState
+    from otel_callbacks.tracing.slow import RELATIVE_FLOOR_NS, update_relative_threshold
+
+    draw, limits = random.Random(3), Limits(batch_window=9, batch_min=3)
+    for _ in range(2000):
+        scale = draw.choice([100_000, 1_000_000, 10_000_000, 100_000_000])
+        state = EngineState(lambda: None, draw.choice([5_000_000, 50_000_000, 10**10]), limits.batch_window)
+        state.batch_times.extend(draw.randrange(1, 4 * scale) for _ in range(draw.randrange(3, 10)))
+        fraction = draw.choice([0.25, 0.5, 1.0])
+        update_relative_threshold(state, fraction, limits)
+        median = statistics.median(state.batch_times)
+        expected = min(state.slow_ns, max(RELATIVE_FLOOR_NS, int(fraction * median)))
+        assert state.batch_slow_ns == expected, (list(state.batch_times), fraction, state.slow_ns)

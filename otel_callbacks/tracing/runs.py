@@ -47,7 +47,8 @@ class CallbackStats:
         count = len(values_ns)
         if not count:
             return
-        first, self.calls = self.calls, self.calls + count
+        first = self.calls
+        self.calls = calls = first + count
         self.total_ns += sum(values_ns)
         if failed:
             self.errors += count
@@ -59,12 +60,12 @@ class CallbackStats:
                 return
             self._random = random.Random(self.size)
             self._w, self._next, placed = 1.0, self.size - 1, True  # full: Algorithm L starts
-        elif self._next >= self.calls:
+        elif self._next >= calls:
             return
         # Li's Algorithm L, inlined: it runs on the collecting thread for every drained chunk.
         reservoir, size, nxt, w = self.reservoir, self.size, self._next, self._w
         uniform, log, exp, log1p = self._random.random, math.log, math.exp, math.log1p
-        while placed or nxt < self.calls:
+        while placed or nxt < calls:
             if not placed:  # a uniform slot: 53 random bits scaled (randrange costs ten times more)
                 reservoir[int(uniform() * size)] = values_ns[nxt - first]
             placed = False

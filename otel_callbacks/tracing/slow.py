@@ -23,10 +23,16 @@ def update_relative_threshold(state: EngineState, fraction: float, limits: Limit
     batch times (the tracker calls this while the window fills, then every quarter window)."""
     times = state.batch_times
     if fraction and len(times) >= limits.batch_min:
-        ordered = sorted(times)
-        middle = len(ordered) // 2
-        median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-        relative = max(RELATIVE_FLOOR_NS, int(fraction * median))
+        # The median lies between the extremes: when they settle the rule, no sort is needed.
+        if int(fraction * max(times)) <= RELATIVE_FLOOR_NS:
+            relative = RELATIVE_FLOOR_NS
+        elif int(fraction * min(times)) >= state.slow_ns:
+            relative = state.slow_ns
+        else:
+            ordered = sorted(times)
+            middle = len(ordered) // 2
+            median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+            relative = max(RELATIVE_FLOOR_NS, int(fraction * median))
         state.batch_slow_ns = min(state.slow_ns, relative)
 
 
