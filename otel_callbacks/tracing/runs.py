@@ -53,23 +53,23 @@ class CallbackStats:
         if failed:
             self.errors += count
         room = self.size - len(self.reservoir)
-        placed = False  # the value at index _next is in the reservoir already: only draw the next
         if room > 0:
             self.reservoir.extend(values_ns[:room])
             if len(self.reservoir) < self.size:
                 return
             self._random = random.Random(self.size)
-            self._w, self._next, placed = 1.0, self.size - 1, True  # full: Algorithm L starts
         elif self._next >= calls:
             return
         # Li's Algorithm L, inlined: it runs on the collecting thread for every drained chunk.
         reservoir, size, nxt, w = self.reservoir, self.size, self._next, self._w
-        uniform, log, exp, log1p = self._random.random, math.log, math.exp, math.log1p
-        while placed or nxt < calls:
-            if not placed:  # a uniform slot: 53 random bits scaled (randrange costs ten times more)
-                reservoir[int(uniform() * size)] = values_ns[nxt - first]
-            placed = False
-            w = min(w * exp(log(1.0 - uniform()) / size), _BELOW_ONE)  # 1 - random(): in (0, 1]
+        uniform, log, log1p, root = self._random.random, math.log, math.log1p, 1.0 / size
+        if room > 0:  # just full: the first skip, past the value that filled it (1 - random() > 0)
+            w = min((1.0 - uniform()) ** root, _BELOW_ONE)  # below 1 from here on
+            nxt = size + int(log(1.0 - uniform()) / log1p(-w))
+        while nxt < calls:
+            # A uniform slot: 53 random bits scaled (randrange costs ten times more).
+            reservoir[int(uniform() * size)] = values_ns[nxt - first]
+            w *= (1.0 - uniform()) ** root
             nxt += int(log(1.0 - uniform()) / log1p(-w)) + 1  # values passed over, plus one
         self._next, self._w = nxt, w
 
