@@ -101,6 +101,21 @@ def test_wrapper_is_transparent():
     assert wrapped.callback_name == f"{__name__}.user_cb"
 
 
+def test_calls_other_than_ultralytics_reach_the_callback_as_made_and_are_timed(recorded):
+    seen = []
+
+    def flexible(*args, **kwargs):
+        seen.append((args, kwargs))
+        return len(seen)
+
+    wrapped = instrument(flexible, "on_train_epoch_end")
+    engine = object()
+    assert [wrapped(engine), wrapped(), wrapped(engine, 3, key="v"), wrapped(engine=engine)] == [1, 2, 3, 4]
+    assert seen == [((engine,), {}), ((), {}), ((engine, 3), {"key": "v"}), ((), {"engine": engine})]
+    ((_, point),) = recorded.durations()
+    assert point.count == 4
+
+
 def test_membership_remove_and_ultralytics_dedupe():
     d = otel_callbacks.get_default_callbacks()
     d["on_train_start"].append(user_cb)

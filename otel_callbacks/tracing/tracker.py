@@ -106,11 +106,12 @@ class PhaseTracker(PhaseMachine):
                 state.event, state.first, state.pending, state.closer = event, callback, sc.PHASE_BATCH, None
                 return state
             if event == "on_train_batch_start" and state.pending is not None:
-                index, stack, idle = state.batch_index + 1, state.stack, lane.idle
-                if index != lane.next_sampled and stack and stack[-1] is idle:
+                index = state.batch_index + 1
+                if index != lane.next_sampled:
                     # The batch before, ended: _unsampled_batch_end's work, inlined (the hot path),
-                    # the idle phase kept on the stack for this batch.
-                    end, stamps = state.last_end, lane.stamps
+                    # the idle phase kept on top of the stack (as long as the lane is armed) for this
+                    # batch.
+                    end, stamps, idle = state.last_end, lane.stamps, lane.idle
                     stamps.append((lane.wait_start, idle.start, end))
                     state.event, state.first, state.closer, state.pending = event, callback, NO_LEAVE, None
                     state.batch_index, lane.wait_start = index, end

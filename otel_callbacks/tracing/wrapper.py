@@ -26,6 +26,16 @@ from .names import integration_of, qualified_name, span_name
 from .tracker import tracker_for
 
 _perf_ns = perf_ns
+_NO_ENGINE: Any = object()  # called without arguments
+
+
+def _bound(
+    wrapped: Callable[..., Any], engine: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Callable[[Any], Any], Any]:
+    """Any call other than Ultralytics' ``callback(engine)``, as one taking the engine alone; so the
+    hot path makes a plain one-argument call (no argument tuple or dict to unpack)."""
+    positional = args if engine is _NO_ENGINE else (engine, *args)
+    return (lambda _: wrapped(*positional, **kwargs)), (None if engine is _NO_ENGINE else engine)
 
 
 def instrument(
@@ -149,21 +159,23 @@ class InstrumentedCallback:
         self._binding = _Binding(self, tel, engine=engine)
         return self._binding
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        engine = args[0] if args else None
+    def __call__(self, engine: Any = _NO_ENGINE, /, *args: Any, **kwargs: Any) -> Any:
+        wrapped = self.__wrapped__
+        if args or kwargs or engine is _NO_ENGINE:  # not Ultralytics' callback(engine)
+            wrapped, engine = _bound(wrapped, engine, args, kwargs)
         binding = self._binding
         if binding is None or binding.telemetry is not providers.active:
             binding = self._bind(engine)
             if binding is None:
-                return self.__wrapped__(*args, **kwargs)
+                return wrapped(engine)
         state = binding.states.get(id(engine))
         if state is None or self.event != state.event or self is state.first:
             state = binding.tracker.enter(engine, self, state)  # a new firing: move the phases on
         if state.sampled and binding.spans:
-            return self._call_with_span(binding, state, args, kwargs)
+            return self._call_with_span(binding, state, wrapped, engine)
         start = _perf_ns()
         try:
-            result = self.__wrapped__(*args, **kwargs)
+            result = wrapped(engine)
         except BaseException as exc:
             self._after_the_fact(binding, state, start, _perf_ns(), exc)
             raise
@@ -183,7 +195,9 @@ class InstrumentedCallback:
             binding.tracker.leave(state, self, end)
         return result
 
-    def _call_with_span(self, binding: _Binding, state: Any, args: Any, kwargs: Any) -> Any:
+    def _call_with_span(
+        self, binding: _Binding, state: Any, wrapped: Callable[[Any], Any], engine: Any
+    ) -> Any:
         entered = _perf_ns()
         span = token = None
         try:
@@ -194,7 +208,7 @@ class InstrumentedCallback:
         start = _perf_ns()
         error: BaseException | None = None
         try:
-            return self.__wrapped__(*args, **kwargs)
+            return wrapped(engine)
         except BaseException as exc:
             error = exc
             raise
