@@ -103,7 +103,10 @@ class PhaseTracker(PhaseMachine):
             if event == "on_train_batch_end" and state.closer is NO_LEAVE:
                 # The batch ends with this firing's last callback, whichever it is: the next
                 # firing counts it, from the last callback's end.
-                state.event, state.first, state.pending, state.closer = event, callback, sc.PHASE_BATCH, None
+                state.event = event  # one store a field: a tuple assignment of four builds a tuple
+                state.first = callback
+                state.pending = sc.PHASE_BATCH
+                state.closer = None
                 return state
             if event == "on_train_batch_start" and state.pending is not None:
                 index = state.batch_index + 1
@@ -113,8 +116,12 @@ class PhaseTracker(PhaseMachine):
                     # batch.
                     end, stamps, idle = state.last_end, lane.stamps, lane.idle
                     stamps.append((lane.wait_start, idle.start, end))
-                    state.event, state.first, state.closer, state.pending = event, callback, NO_LEAVE, None
-                    state.batch_index, lane.wait_start = index, end
+                    state.event = event
+                    state.first = callback
+                    state.closer = NO_LEAVE
+                    state.pending = None
+                    state.batch_index = index
+                    lane.wait_start = end
                     if len(stamps) >= lane.settle_at:
                         self._settle(state)
                         state.threshold_ns = state.batch_slow_ns
