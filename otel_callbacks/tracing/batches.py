@@ -1,7 +1,7 @@
 """Which batches get spans, and the training batch's short path for those that do not.
 
 Ultralytics fires two events per training batch, thousands of times an epoch. An unsampled batch
-only notes (wait start, start, end) in its epoch's lane (:class:`~.engines.BatchCache`); the
+only notes its start and end in its epoch's lane (:class:`~.engines.BatchCache`); the
 durations, dataloader waits, the table's totals and the relative slow threshold are worked out from
 those stamps in bulk: after every batch while the threshold's window fills, then every quarter
 window, and before any other firing or the run's end, so that whatever reads them (an epoch's end,
@@ -13,8 +13,8 @@ Once an unsampled batch has started here, the lane is *armed* (``EngineState.arm
 other firing, the tracker's ``enter`` takes the next batches' two firings in a few comparisons, up
 to the next index the sampling rule picks (``Settings.next_sampled_batch``), where this module
 decides again. An armed batch ends with its end event's last callback, whichever that is: the next
-firing (or an abort) counts it, from that callback's end, so neither a closer lookup nor a
-``leave`` is needed per batch.
+firing (or an abort) counts it, from that callback's end (``leave`` only stamps each callback's
+end), so no closer lookup is needed per batch.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ class UnsampledBatches:
         state.batch_index = index
         state.sampled = False
         state.threshold_ns = state.batch_slow_ns
+        if cache.stamps:  # each batch of the lane waits from the end before it: a new lane starts
+            self._settle(state)
         idle = cache.idle
         idle.start = now
         # 0: no wait to count (the batch does not follow a batch or its epoch's start).
@@ -90,7 +92,8 @@ class UnsampledBatches:
 
     def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
         stamps = cache.stamps
-        stamps.append((cache.wait_start, state.stack.pop().start, end))
+        stamps.append(state.stack.pop().start)
+        stamps.append(end)
         if len(stamps) >= cache.settle_at:
             self._settle(state)
             state.threshold_ns = state.batch_slow_ns  # for the lane's next batch
@@ -101,12 +104,13 @@ class UnsampledBatches:
         cache = state.batch_cache
         if cache is None or not cache.stamps:
             return
-        waits_from, starts, ends = zip(*cache.stamps)
+        starts, ends = cache.stamps[0::2], cache.stamps[1::2]
         cache.stamps.clear()
         batches = list(map(sub, ends, starts))
-        waits = list(map(sub, starts, waits_from))
-        if 0 in waits_from:
-            waits = [wait for wait, since in zip(waits, waits_from) if since]
+        waits = list(map(sub, starts[1:], ends))  # from the end before each
+        if cache.wait_start:
+            waits.append(starts[0] - cache.wait_start)
+        cache.wait_start = ends[-1]  # the lane's next batch waits from there
         covered = 0
         for values, buffer, totals in (
             (batches, cache.batch_buffer, cache.batch_totals),
@@ -123,7 +127,7 @@ class UnsampledBatches:
         times = state.batch_times
         times.extend(batches)
         update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)
-        cache.settle_at = 1 if len(times) < self._limits.batch_window else self._settle_every
+        cache.settle_at = 2 if len(times) < self._limits.batch_window else 2 * self._settle_every
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
         """Keep the time of a batch that took the generic path; the relative threshold follows

@@ -53,7 +53,8 @@ class BatchCache:
     """What every unsampled training batch of one epoch shares, looked up once per epoch: the
     batch phase reused on the stack (no span, so nothing of it outlives the batch), the metric
     buffers, the run's totals for the timing table, and the lane of batches not yet worked out:
-    (wait start, start, end) per batch, in perf_counter ns (see ``batches.py``)."""
+    start and end of each, flat, in perf_counter ns; the first waited for the dataloader from
+    ``wait_start`` (0: nothing to count), each next one from the end before it (see ``batches.py``)."""
 
     __slots__ = (
         "batch_buffer",
@@ -75,8 +76,8 @@ class BatchCache:
         self.batch_buffer, self.wait_buffer = batch_buffer, wait_buffer
         self.batch_totals = run.phases.setdefault(self.idle.path, [0, 0])
         self.wait_totals = run.phases.setdefault(parent.child(sc.PHASE_DATALOADER), [0, 0])
-        self.stamps: list[tuple[int, int, int]] = []
-        self.settle_at = 1  # batches in the lane that make it worked out
+        self.stamps: list[int] = []
+        self.settle_at = 2  # stamps (two a batch) that make the lane worked out
         self.wait_start = 0
         self.next_sampled = -1  # the index of the next batch that gets spans (-1: none)
 

@@ -114,14 +114,14 @@ class PhaseTracker(PhaseMachine):
                     # The batch before, ended: _unsampled_batch_end's work, inlined (the hot path),
                     # the idle phase kept on top of the stack (as long as the lane is armed) for this
                     # batch.
-                    end, stamps, idle = state.last_end, lane.stamps, lane.idle
-                    stamps.append((lane.wait_start, idle.start, end))
+                    stamps, idle = lane.stamps, lane.idle
+                    stamps.append(idle.start)
+                    stamps.append(state.last_end)
                     state.event = event
                     state.first = callback
                     state.closer = NO_LEAVE
                     state.pending = None
                     state.batch_index = index
-                    lane.wait_start = end
                     if len(stamps) >= lane.settle_at:
                         self._settle(state)
                         state.threshold_ns = state.batch_slow_ns
