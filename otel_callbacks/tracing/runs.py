@@ -99,7 +99,9 @@ class Run:
         self.start = perf_ns()
         self.durations = durations
         self.callbacks: dict[tuple[str, str], CallbackStats] = {}
-        self.buffers: dict[tuple[int, str | None], list[int]] = {}
+        # By attribute set (and error.type): wrappers of the same callback and event share a list, as
+        # they share the histogram's point, and no key outlives what it names (an id() could).
+        self.buffers: dict[tuple[Any, str | None], list[int]] = {}
         self.phases: dict[tuple[str, ...], list[int]] = {}  # path under the run's phase -> count, ns
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
@@ -113,7 +115,7 @@ class Run:
 
     def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
         """The list one callback's durations in this run go to (per ``error.type``)."""
-        key = (id(binding), error_type)
+        key = (tuple(binding.attributes.values()), error_type)
         values = self.buffers.get(key)
         if values is None:
             callback = binding.attributes[sc.ATTR_CALLBACK]
