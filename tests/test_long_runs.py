@@ -182,6 +182,7 @@ def test_the_lane_folds_its_buffers_at_the_limit_and_loses_no_batch(recorded):
 @pytest.mark.parametrize("settings", [LANE], indirect=True)
 def test_a_batch_after_another_firing_has_no_wait_and_a_batch_cut_short_is_not_negative(recorded):
     trainer = DetectionTrainer()
+    trainer.add_callback("on_custom_event", lambda t: None)
     trainer.run_callbacks("on_pretrain_routine_start")
     trainer.run_callbacks("on_train_epoch_start")
     for index in range(12):
@@ -192,6 +193,8 @@ def test_a_batch_after_another_firing_has_no_wait_and_a_batch_cut_short_is_not_n
     trainer.run_callbacks("on_train_batch_start")  # unsampled (index 12), then the training dies
     trainer.run_callbacks("teardown")
     batch, wait = _phase_points(recorded, "batch"), _phase_points(recorded, "dataloader")
+    # Every batch but the one after the custom event waited; the last one's wait is counted though
+    # its end never came (as for a sampled batch, whose wait is counted at its start).
     assert batch.count == 13 and wait.count == 12
     assert batch.min >= 0
     (train,) = recorded.phase_spans("train")
@@ -256,6 +259,96 @@ def test_an_armed_lane_keeps_its_batch_on_top_whatever_fires_and_raises_in_betwe
     trainer.run_callbacks("teardown")
     assert armed > 1000, "the lane was armed often"
     assert recorded.open_spans.open == {}
+
+
+def _lane_script(seed: int) -> dict:
+    """A training whose batches are interrupted by other firings, raising callbacks and callback
+    lists that change under it; what the metrics and the timing table count of it."""
+    draw = random.Random(seed)
+    trainer = DetectionTrainer()
+    trainer.failing = None
+
+    def flaky(t):
+        if t.failing == "flaky":
+            raise RuntimeError("flaky")
+
+    def first(t):
+        if t.failing == "first":
+            raise RuntimeError("first")
+
+    def extra(t):
+        pass
+
+    trainer.add_callback("on_train_batch_end", flaky)
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    batch = ("on_train_batch_start", "on_train_batch_end")
+    others = [*batch, "on_train_epoch_start", "on_train_epoch_end", "on_custom_event", "on_fit_epoch_end"]
+    for step in range(1500):  # batches in turn, but one firing in ten anything at all
+        roll = draw.random()
+        if roll < 0.01:  # a callback becomes the first of the batch's start, or stops being it
+            starts = trainer.callbacks["on_train_batch_start"]
+            starts.remove(first) if first in starts else starts.insert(0, first)
+        elif roll < 0.02:  # one more or one fewer at the batch's end
+            ends = trainer.callbacks["on_train_batch_end"]
+            ends.remove(extra) if extra in ends else ends.append(extra)
+        trainer.failing = draw.choice(["flaky", "first"]) if draw.random() < 0.02 else None
+        with contextlib.suppress(RuntimeError):  # the callbacks', which reach the caller
+            trainer.run_callbacks(batch[step % 2] if draw.random() < 0.9 else draw.choice(others))
+    trainer.run_callbacks("on_train_end")
+    trainer.run_callbacks("teardown")
+    table: dict[str, int] = {}  # the table's counts by phase (out-of-order events nest oddly)
+    for path, (count, _) in tracing.current_tracker().last_report.phases.items():
+        table[path[-1]] = table.get(path[-1], 0) + count
+    return {
+        "table": table,
+        "metrics": {
+            (semconv.METRIC_PHASE_DURATION, a[semconv.ATTR_PHASE]): p.count
+            for a, p in _points(semconv.METRIC_PHASE_DURATION)
+        }
+        | {
+            (semconv.METRIC_CALLBACK_DURATION, *sorted(a.items())): p.count
+            for a, p in _points(semconv.METRIC_CALLBACK_DURATION)
+        },
+    }
+
+
+def _points(name):
+    return [
+        (dict(p.attributes), p)
+        for rm in _READER[0].get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]
+
+
+_READER: list = []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_armed_lane_counts_what_the_generic_path_counts(seed):
+    # The same firings, once with unsampled batches on the lane and once with every batch sampled
+    # (the generic path): the same batches, waits and calls, in the metrics and in the table.
+    counted = []
+    for batch_spans_first in (2, 1 << 62):
+        settings = Settings(summary=False, batch_spans_first=batch_spans_first, batch_spans_every=7)
+        reader = InMemoryMetricReader()
+        _READER[:] = [reader]
+        tracer_provider = TracerProvider()
+        meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
+        telemetry.configure(
+            Settings(**{**settings.__dict__, "max_spans": 1 << 62}),
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        counted.append(_lane_script(seed))
+        telemetry.shutdown()
+    lane, generic = counted
+    assert lane["metrics"] == generic["metrics"]
+    assert lane["table"] == generic["table"]
+    assert lane["metrics"][semconv.METRIC_PHASE_DURATION, "batch"] > 600
 
 
 # Start times -----------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ batches at its next collection. Sampled batches, and anything unusual (no epoch 
 open), take the generic phase path instead.
 
 Once an unsampled batch has started here, the lane is *armed* (``EngineState.armed``): until any
-other firing, the tracker's ``enter`` takes the next batches' two firings in a few comparisons, up
-to the next index the sampling rule picks (``Settings.next_sampled_batch``), where this module
-decides again. An armed batch ends with its end event's last callback, whichever that is: the next
-firing (or an abort) counts it, from that callback's end (``leave`` only stamps each callback's
-end), so no closer lookup is needed per batch.
+other firing, a batch's two firings are one for the wrapper. The engine's ``event`` and ``closer``
+are the end event (``LANE_END``), so the wrapper runs the end event's callbacks without entering
+and calls ``leave``, which stamps its end, after each of them; only the start event's callbacks
+enter, and the tracker's ``enter`` counts the batch before (the one whose end was stamped after its
+start) in a few comparisons and appends, up to the next index the sampling rule picks
+(``Settings.next_sampled_batch``), where this module decides again. Leaving the lane
+(:meth:`_disarm`) hands a batch that ran its end event to the generic path, which counts it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from .. import semconv as sc
 from ..hooks import BATCH_EVENTS, BATCH_START_EVENTS
-from .engines import BatchCache, EngineState
+from .engines import BatchCache, EngineState, Phase
 from .slow import update_relative_threshold
 
 if TYPE_CHECKING:
@@ -90,6 +92,15 @@ class UnsampledBatches:
         state.armed = cache
         return True
 
+    def _disarm(self, state: EngineState) -> None:
+        """Leave the armed lane: a batch that ran its end event is counted as the generic path
+        counts one (pending, from its last callback's end); one still at its start stays open."""
+        if state.last_end > state.armed.idle.start:
+            state.pending = sc.PHASE_BATCH
+        else:
+            state.event = "on_train_batch_start"
+        state.armed = state.closer = None
+
     def _unsampled_batch_end(self, state: EngineState, cache: BatchCache, end: int) -> None:
         stamps = cache.stamps
         stamps.append(state.stack.pop().start)
@@ -111,23 +122,30 @@ class UnsampledBatches:
         if cache.wait_start:
             waits.append(starts[0] - cache.wait_start)
         cache.wait_start = ends[-1]  # the lane's next batch waits from there
-        covered = 0
-        for values, buffer, totals in (
-            (batches, cache.batch_buffer, cache.batch_totals),
-            (waits, cache.wait_buffer, cache.wait_totals),
-        ):
-            total = sum(values)
-            buffer.extend(values)
-            if len(buffer) >= self._limits.buffer_limit:
-                self._telemetry.phase_duration.fold(buffer)
-            totals[0] += len(values)
-            totals[1] += total
-            covered += total
-        cache.parent.covered += covered
+        cache.parent.covered += self._count(batches, cache.batch_buffer, cache.batch_totals)
+        cache.parent.covered += self._count(waits, cache.wait_buffer, cache.wait_totals)
         times = state.batch_times
         times.extend(batches)
         update_relative_threshold(state, self._settings.slow_batch_fraction, self._limits)
         cache.settle_at = 2 if len(times) < self._limits.batch_window else 2 * self._settle_every
+
+    def _count(self, values: list[int], buffer: list[int], totals: list[int]) -> int:
+        """Durations into a phase's metric buffer and the table's totals; their sum."""
+        total = sum(values)
+        buffer.extend(values)
+        if len(buffer) >= self._limits.buffer_limit:
+            self._telemetry.phase_duration.fold(buffer)
+        totals[0] += len(values)
+        totals[1] += total
+        return total
+
+    def _cut_short(self, batch: Phase) -> None:
+        """A lane batch finished by the generic path (it never ran its end event): its wait for
+        the dataloader, which the lane counts at a batch's end, the generic path at its start."""
+        cache = batch.lane
+        since = cache.stamps[-1] if cache.stamps else cache.wait_start
+        if since:
+            cache.parent.covered += self._count([batch.start - since], cache.wait_buffer, cache.wait_totals)
 
     def _batch_time(self, state: EngineState, elapsed: int) -> None:
         """Keep the time of a batch that took the generic path; the relative threshold follows

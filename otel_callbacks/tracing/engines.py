@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from .runs import Run
     from .wrapper import InstrumentedCallback
 
-# A firing's ``closer`` when no callback of it needs to call ``leave`` (an unsampled batch's start).
-NO_LEAVE = object()
+# An armed lane's ``event`` and ``closer`` (see batches.py): its batches' start and end firings are
+# one for the wrapper, which runs the end event's callbacks without entering and calls ``leave``
+# after each of them (the ``closer`` an event name: every callback of that event leaves); only a
+# batch's start enters, and its later callbacks return from ``enter`` at once.
+LANE_END = "on_train_batch_end"
 
 # Phases that span a whole run (val only when it is not inside a training).
 RUN_PHASES = frozenset({sc.PHASE_TRAIN, sc.PHASE_VAL, sc.PHASE_PREDICT, sc.PHASE_EXPORT})
@@ -28,7 +31,7 @@ class Phase:
     """An open phase: its span (None when unsampled), the context its children start in, and its
     path below the run's own phase (``("epoch", "batch")``) for the timing table."""
 
-    __slots__ = ("_children", "context", "covered", "name", "path", "span", "start")
+    __slots__ = ("_children", "context", "covered", "lane", "name", "path", "span", "start")
 
     def __init__(
         self, name: str, span: Any, parent: Context | None, start: int, path: tuple[str, ...]
@@ -40,6 +43,7 @@ class Phase:
         self.path = path
         self.covered = 0  # ns of it that its child phases and spanned callbacks account for
         self._children: dict[str, tuple[str, ...]] = {}
+        self.lane: BatchCache | None = None  # the lane whose unsampled batches this phase times
 
     def child(self, name: str) -> tuple[str, ...]:
         """The path of a child phase (memoized: the batch path asks for it on every batch)."""
@@ -73,6 +77,7 @@ class BatchCache:
     def __init__(self, parent: Phase, run: Run, batch_buffer: list[int], wait_buffer: list[int]) -> None:
         self.parent, self.run = parent, run
         self.idle = Phase(sc.PHASE_BATCH, None, parent.context, 0, parent.child(sc.PHASE_BATCH))
+        self.idle.lane = self
         self.batch_buffer, self.wait_buffer = batch_buffer, wait_buffer
         self.batch_totals = run.phases.setdefault(self.idle.path, [0, 0])
         self.wait_totals = run.phases.setdefault(parent.child(sc.PHASE_DATALOADER), [0, 0])
@@ -115,8 +120,9 @@ class EngineState:
         self.event: str | None = None
         self.previous: str | None = None  # the event of the firing before this one
         self.first: InstrumentedCallback | None = None  # the callback that opened the firing
-        # The last callback of the firing; None: not known (leave after each), or NO_LEAVE.
-        self.closer: InstrumentedCallback | object | None = None
+        # The last callback of the firing; None: not known (leave after each); LANE_END: an armed
+        # lane's (each end callback leaves).
+        self.closer: InstrumentedCallback | str | None = None
         self.pending: str | None = None  # the phase that ends with the current firing
         self.batch_index = -1
         self.batch_cache: BatchCache | None = None

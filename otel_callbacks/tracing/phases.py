@@ -82,7 +82,7 @@ class PhaseMachine(UnsampledBatches, Gaps):
 
     def _close_pending(self, state: EngineState, end: int) -> None:
         name, state.pending = state.pending, None
-        if state.in_lane_batch():
+        if name == sc.PHASE_BATCH and state.in_lane_batch():
             self._unsampled_batch_end(state, state.batch_cache, end)
             return
         while state.stack:
@@ -107,6 +107,8 @@ class PhaseMachine(UnsampledBatches, Gaps):
             parent.covered += elapsed
         if phase.name in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH):
             self._batch_time(state, elapsed)
+            if phase.lane is not None:
+                self._cut_short(phase)
         run = state.run
         if error is not None and run is not None:
             run.fail(error)

@@ -20,7 +20,7 @@ from ..config import process_ranks
 from ..hooks import BATCH_START_EVENTS, mode_of
 from ..telemetry.propagation import environment_context
 from .clock import perf_ns
-from .engines import NO_LEAVE, EngineState
+from .engines import LANE_END, EngineState
 from .phases import PhaseMachine
 from .runs import Run
 from .slow import report_slow
@@ -100,40 +100,32 @@ class PhaseTracker(PhaseMachine):
                 return state
         lane = state.armed
         if lane is not None:  # among the unsampled batches of an epoch (batches.py)
-            if event == "on_train_batch_end" and state.closer is NO_LEAVE:
-                # The batch ends with this firing's last callback, whichever it is: the next
-                # firing counts it, from the last callback's end.
-                state.event = event  # one store a field: a tuple assignment of four builds a tuple
-                state.first = callback
-                state.pending = sc.PHASE_BATCH
-                state.closer = None
-                return state
-            if event == "on_train_batch_start" and state.pending is not None:
-                index = state.batch_index + 1
-                if index != lane.next_sampled:
-                    # The batch before, ended: _unsampled_batch_end's work, inlined (the hot path),
-                    # the idle phase kept on top of the stack (as long as the lane is armed) for this
-                    # batch.
-                    stamps, idle = lane.stamps, lane.idle
-                    stamps.append(idle.start)
-                    stamps.append(state.last_end)
-                    state.event = event
-                    state.first = callback
-                    state.closer = NO_LEAVE
-                    state.pending = None
-                    state.batch_index = index
-                    if len(stamps) >= lane.settle_at:
-                        self._settle(state)
-                        state.threshold_ns = state.batch_slow_ns
-                    idle.start = perf_ns()
-                    return state
-            state.armed = None
+            if event == "on_train_batch_start":
+                idle = lane.idle
+                if state.last_end > idle.start:  # the batch before ran its end event
+                    index = state.batch_index + 1
+                    if index != lane.next_sampled:
+                        # _unsampled_batch_end's work, inlined (the hot path): the idle phase stays
+                        # on top of the stack (as long as the lane is armed) for this batch.
+                        stamps = lane.stamps
+                        stamps.append(idle.start)
+                        stamps.append(state.last_end)
+                        state.first = callback
+                        state.batch_index = index
+                        if len(stamps) >= lane.settle_at:
+                            self._settle(state)
+                            state.threshold_ns = state.batch_slow_ns
+                        idle.start = perf_ns()
+                        return state
+                elif callback is not state.first:
+                    return state  # a later callback of this batch's start event
+            self._disarm(state)
         now = perf_ns()
         if state.pending is not None:  # a lane's batch to count, or an end event that raised
             self._close_pending(state, state.last_end or now)
         state.previous, state.event, state.first = state.event, event, callback
         if event == "on_train_batch_start" and self._unsampled_batch_start(state, now):
-            state.closer = NO_LEAVE  # the batch goes on: nothing ends with this firing
+            state.event = state.closer = LANE_END  # armed: see engines.py
             return state
         try:
             state.closer = engine.callbacks.get(event)[-1]
@@ -263,9 +255,11 @@ class PhaseTracker(PhaseMachine):
     def _abort(self, state: EngineState, reason: str) -> None:
         """End whatever is open with status ERROR and the reason; finish the run."""
         try:
+            if state.armed is not None:
+                self._disarm(state)
             if state.pending is not None and state.in_lane_batch():
                 self._close_pending(state, state.last_end)  # its end event fired
-            state.pending = state.armed = None
+            state.pending = None
             self._settle(state)
             end = state.last_end or perf_ns()
             while state.stack:

@@ -9,6 +9,7 @@ goes to the phase tracker through its narrow interface (enter, leave, durations,
 from __future__ import annotations
 
 import functools
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -117,7 +118,7 @@ class InstrumentedCallback:
     def __init__(self, callback: Callable[..., Any], event: str, integration: str | None = None) -> None:
         functools.update_wrapper(self, callback, updated=())
         self.__wrapped__ = callback
-        self.event = event
+        self.event = sys.intern(event)  # an armed lane's closer is compared to it by identity
         self.mode = MODE_OF_EVENT.get(event)  # None: a custom event, whose engine tells
         self.is_batch = event in BATCH_EVENTS
         self.integration = integration or integration_of(callback)
@@ -191,7 +192,7 @@ class InstrumentedCallback:
         if len(durations) >= binding.buffer_limit:  # no reader collected for long: bound memory
             binding.telemetry.callback_duration.fold(durations)
         closer = state.closer
-        if closer is self or closer is None:
+        if closer is self or closer is None or closer is self.event:
             binding.tracker.leave(state, self, end)
         return result
 
@@ -241,7 +242,7 @@ class InstrumentedCallback:
 
     def _leave(self, binding: _Binding, state: Any, end: int, failed: bool) -> None:
         closer = state.closer
-        if closer is self or closer is None or failed:
+        if closer is self or closer is None or closer is self.event or failed:
             binding.tracker.leave(state, self, end, failed)
 
     def _start_span(self, binding: _Binding, state: Any, start: int) -> Any:
