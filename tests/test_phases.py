@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
-from otel_callbacks import tracing
+from otel_callbacks import telemetry, tracing
 from tests.engines import (
     DetectionPredictor,
     DetectionTrainer,
@@ -348,3 +348,17 @@ def test_an_engine_collected_while_the_tracker_holds_its_lock_does_not_deadlock(
     assert not worker.is_alive(), "deadlocked"
     (predict,) = Tree(recorded.spans()).phases("predict")
     assert "garbage collected" in predict.status.description
+
+
+def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_anew(recorded, caplog):
+    # Shutting telemetry down closes an open run, whose timing table measures the unsampled path
+    # once: that must not bind a new telemetry from the environment while the process exits.
+    trainer = DetectionTrainer()
+    trainer.run_callbacks("on_pretrain_routine_start")
+    trainer.run_callbacks("on_train_epoch_start")
+    trainer.run_callbacks("on_train_batch_start")  # the process exits here
+    tracker = tracing.current_tracker()
+    telemetry.shutdown()
+    assert telemetry.providers.active is None
+    assert tracker.last_report is not None, "the run was finished, its table made"
+    assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]

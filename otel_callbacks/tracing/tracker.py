@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import semconv as sc
 from ..config import process_ranks
 from ..hooks import BATCH_START_EVENTS, mode_of
+from ..telemetry import providers
 from ..telemetry.propagation import environment_context
 from .clock import perf_ns
 from .engines import LANE_END, EngineState
@@ -284,7 +285,9 @@ class PhaseTracker(PhaseMachine):
         if run.implicit:  # no table: release its buffers, skip measuring the overhead
             run.finish(end, 0.0)
             return
-        if not self.fast_call_ns and self._calibrate is not None:
+        # Measured with a wrapper call, which binds to the active telemetry: not while this one is
+        # shutting down (it is no longer active), where it would configure a new one at exit.
+        if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
         report = run.finish(end, self.fast_call_ns)
         if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
