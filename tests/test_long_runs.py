@@ -261,7 +261,7 @@ def test_an_armed_lane_keeps_its_batch_on_top_whatever_fires_and_raises_in_betwe
     assert recorded.open_spans.open == {}
 
 
-def _lane_script(seed: int) -> dict:
+def _lane_script(seed: int, reader: InMemoryMetricReader) -> dict:
     """A training whose batches are interrupted by other firings, raising callbacks and callback
     lists that change under it; what the metrics and the timing table count of it."""
     draw = random.Random(seed)
@@ -304,27 +304,24 @@ def _lane_script(seed: int) -> dict:
         "table": table,
         "metrics": {
             (semconv.METRIC_PHASE_DURATION, a[semconv.ATTR_PHASE]): p.count
-            for a, p in _points(semconv.METRIC_PHASE_DURATION)
+            for a, p in _points(reader, semconv.METRIC_PHASE_DURATION)
         }
         | {
             (semconv.METRIC_CALLBACK_DURATION, *sorted(a.items())): p.count
-            for a, p in _points(semconv.METRIC_CALLBACK_DURATION)
+            for a, p in _points(reader, semconv.METRIC_CALLBACK_DURATION)
         },
     }
 
 
-def _points(name):
+def _points(reader, name):
     return [
         (dict(p.attributes), p)
-        for rm in _READER[0].get_metrics_data().resource_metrics
+        for rm in reader.get_metrics_data().resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
         if m.name == name
         for p in m.data.data_points
     ]
-
-
-_READER: list = []
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -333,17 +330,14 @@ def test_the_armed_lane_counts_what_the_generic_path_counts(seed):
     # (the generic path): the same batches, waits and calls, in the metrics and in the table.
     counted = []
     for batch_spans_first in (2, 1 << 62):
-        settings = Settings(summary=False, batch_spans_first=batch_spans_first, batch_spans_every=7)
         reader = InMemoryMetricReader()
-        _READER[:] = [reader]
-        tracer_provider = TracerProvider()
-        meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
+        sampling = {"batch_spans_first": batch_spans_first, "batch_spans_every": 7, "max_spans": 1 << 62}
         telemetry.configure(
-            Settings(**{**settings.__dict__, "max_spans": 1 << 62}),
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
+            Settings(summary=False, **sampling),
+            tracer_provider=TracerProvider(),
+            meter_provider=MeterProvider(metric_readers=[reader], views=metric_views()),
         )
-        counted.append(_lane_script(seed))
+        counted.append(_lane_script(seed, reader))
         telemetry.shutdown()
     lane, generic = counted
     assert lane["metrics"] == generic["metrics"]
