@@ -18,6 +18,7 @@ from otel_callbacks import Limits, Settings, metric_views, semconv, telemetry, t
 from otel_callbacks.telemetry import otlp_file
 from otel_callbacks.telemetry.histograms import BufferedHistogram, _Batch, _ns_thresholds
 from otel_callbacks.tracing.runs import CallbackStats
+from tests.conftest import Recorded
 from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
 from tests.soak import durations_by_callback
 from tests.test_histograms import ATTRS, VALUES, collect, make, reference, summary
@@ -261,7 +262,7 @@ def test_an_armed_lane_keeps_its_batch_on_top_whatever_fires_and_raises_in_betwe
     assert recorded.open_spans.open == {}
 
 
-def _lane_script(seed: int, reader: InMemoryMetricReader) -> dict:
+def _lane_script(seed: int, recorded: Recorded) -> dict:
     """A training whose batches are interrupted by other firings, raising callbacks and callback
     lists that change under it; what the metrics and the timing table count of it."""
     draw = random.Random(seed)
@@ -304,24 +305,13 @@ def _lane_script(seed: int, reader: InMemoryMetricReader) -> dict:
         "table": table,
         "metrics": {
             (semconv.METRIC_PHASE_DURATION, a[semconv.ATTR_PHASE]): p.count
-            for a, p in _points(reader, semconv.METRIC_PHASE_DURATION)
+            for a, p in recorded.points(semconv.METRIC_PHASE_DURATION)
         }
         | {
             (semconv.METRIC_CALLBACK_DURATION, *sorted(a.items())): p.count
-            for a, p in _points(reader, semconv.METRIC_CALLBACK_DURATION)
+            for a, p in recorded.points(semconv.METRIC_CALLBACK_DURATION)
         },
     }
-
-
-def _points(reader, name):
-    return [
-        (dict(p.attributes), p)
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == name
-        for p in m.data.data_points
-    ]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -337,7 +327,7 @@ def test_the_armed_lane_counts_what_the_generic_path_counts(seed):
             tracer_provider=TracerProvider(),
             meter_provider=MeterProvider(metric_readers=[reader], views=metric_views()),
         )
-        counted.append(_lane_script(seed, reader))
+        counted.append(_lane_script(seed, Recorded(None, reader, None, None)))
         telemetry.shutdown()
     lane, generic = counted
     assert lane["metrics"] == generic["metrics"]
