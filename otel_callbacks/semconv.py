@@ -28,6 +28,11 @@ ATTR_EXIT_CODE = "process.exit.code"
 ATTR_LAUNCHER = "ultralytics.ddp.launcher"  # true on the launching process's span around the workers
 # Phase spans: seconds of the phase that none of its child spans covers (time no hook bounds).
 ATTR_UNTRACED = "ultralytics.untraced_s"
+# How a training ended other than by finishing its planned epochs (tracing/outcomes.py).
+ATTR_RESTART_REASON = "ultralytics.restart.reason"  # an epoch restart's: RESTART_* (spans, metric)
+ATTR_STOP_REASON = "ultralytics.stop.reason"  # the root's, when it stopped early: STOP_*
+ATTR_EPOCHS_COMPLETED = "ultralytics.epochs.completed"  # the root's: the last epoch that ended
+ATTR_MESSAGE = "message"  # the words of a restart or early stop event
 
 # Values of ATTR_INTEGRATION that are not an integration's own name.
 INTEGRATION_DEFAULT = "default"
@@ -63,6 +68,16 @@ METRIC_CALLBACK_DURATION = "ultralytics.callback.duration"
 METRIC_CALLBACK_SLOW = "ultralytics.callback.slow"
 METRIC_PHASE_DURATION = "ultralytics.phase.duration"
 METRIC_TELEMETRY_ERRORS = "otel_callbacks.telemetry.errors"
+METRIC_EPOCH_RESTARTS = "ultralytics.epoch.restarts"  # by ATTR_RESTART_REASON and ATTR_MODE
+
+# Values of ATTR_RESTART_REASON: why Ultralytics started an epoch again.
+RESTART_OUT_OF_MEMORY = "out_of_memory"  # 8.4's OOM auto-retry: batch halved, first epoch again
+RESTART_NAN = "nan_recovery"  # a non-finite loss or fitness: last.pt reloaded, the epoch redone
+RESTART_OTHER = "other"  # the same epoch started again for a reason the trainer does not show
+# Values of ATTR_STOP_REASON.
+STOP_TIME_LIMIT = "time_limit"  # the time= argument (hours)
+STOP_EARLY_STOPPING = "early_stopping"  # patience epochs without a better fitness
+STOP_EXTERNAL = "stopped"  # trainer.stop set from outside (a callback, a platform's cancel)
 
 # Explicit bucket boundaries in seconds, 100 us to 60 s, for every duration histogram.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -131,3 +146,5 @@ RUN_ATTRIBUTES = {
 
 # Span events.
 EVENT_SLOW_CALLBACK = "slow_callback"
+EVENT_EPOCH_RESTART = "epoch_restart"  # on the root, one per restarted epoch
+EVENT_EARLY_STOP = "early_stop"  # on the root, when the training stopped before its planned epochs

@@ -104,6 +104,7 @@ def test_two_epoch_training_tree(recorded):
         "ultralytics.imgsz": 32,
         "ultralytics.batch.size": 4,
         "ultralytics.device": "cpu",
+        sc.ATTR_EPOCHS_COMPLETED: 2,
     }
     assert all(s.context.trace_id == train.context.trace_id for s in tree.spans), "one tree"
     assert tree.parent_names(tree.phases("setup")) == ["train"]
@@ -222,9 +223,9 @@ def test_exception_in_on_train_epoch_end(recorded):
     assert_closed_and_isolated(recorded)
     (epoch,) = tree.phases("epoch")
     assert epoch.status.status_code is StatusCode.ERROR
-    assert epoch.status.description == "epoch never reached its end event before teardown"
+    assert epoch.status.description == "Boom: bad epoch end"
     (train,) = tree.phases("train")
-    assert train.status.status_code is StatusCode.ERROR
+    assert (train.status.status_code, train.status.description) == (StatusCode.ERROR, "Boom: bad epoch end")
     assert tree.parent_names(tree.callbacks("teardown")) == ["train"]
     (failed,) = [s for s in tree.callbacks("on_train_epoch_end") if s.status.status_code is StatusCode.ERROR]
     assert tree.parent(failed) is epoch

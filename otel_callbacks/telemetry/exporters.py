@@ -65,7 +65,12 @@ def build_tracer_provider(resource: Any, file: Any) -> Any:
     exporters = _chosen("traces", FileSpanExporter, file)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
     for exporter in exporters.values():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        # The file is written every FILE_DELAY_MS (the SDK's default is 5 s), so that a killed
+        # process loses at most that much of what had finished; OTEL_BSP_SCHEDULE_DELAY wins.
+        delay = FILE_DELAY_MS if isinstance(exporter, FileSpanExporter) else None
+        if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
+            delay = None
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
     return provider, _describe(exporters, file)
 
 
@@ -86,6 +91,7 @@ def build_meter_provider(resource: Any, file: Any) -> Any:
 
 
 _FILE = "file"
+FILE_DELAY_MS = 500
 
 
 def _describe(exporters: dict[str, Any], file: Any) -> list[str]:

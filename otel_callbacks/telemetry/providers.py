@@ -83,6 +83,11 @@ class Telemetry:
             unit="{invocation}",
             description="Callback invocations over the slow threshold",
         )
+        self.epoch_restarts = meter.create_counter(
+            semconv.METRIC_EPOCH_RESTARTS,
+            unit="{restart}",
+            description="Epochs that Ultralytics started again (OOM retry, NaN recovery), by reason",
+        )
         self.error_counter = meter.create_counter(
             semconv.METRIC_TELEMETRY_ERRORS,
             unit="{error}",

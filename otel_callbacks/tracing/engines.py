@@ -31,7 +31,7 @@ class Phase:
     """An open phase: its span (None when unsampled), the context its children start in, and its
     path below the run's own phase (``("epoch", "batch")``) for the timing table."""
 
-    __slots__ = ("_children", "context", "covered", "lane", "name", "path", "span", "start")
+    __slots__ = ("_children", "context", "covered", "epoch", "lane", "name", "path", "span", "start")
 
     def __init__(
         self, name: str, span: Any, parent: Context | None, start: int, path: tuple[str, ...]
@@ -44,6 +44,7 @@ class Phase:
         self.covered = 0  # ns of it that its child phases and spanned callbacks account for
         self._children: dict[str, tuple[str, ...]] = {}
         self.lane: BatchCache | None = None  # the lane whose unsampled batches this phase times
+        self.epoch: int | None = None  # an epoch phase's epoch: the same one again is a restart
 
     def child(self, name: str) -> tuple[str, ...]:
         """The path of a child phase (memoized: the batch path asks for it on every batch)."""
@@ -100,6 +101,7 @@ class EngineState:
         "batch_times",
         "closer",
         "context",
+        "epoch_batch",
         "event",
         "first",
         "last_end",
@@ -140,6 +142,7 @@ class EngineState:
         self.run: Run | None = None
         self.last_end = 0  # perf_counter_ns when the engine's last firing returned
         self.val_end = 0  # a trainer's: when its validator's last on_val_end returned
+        self.epoch_batch: Any = None  # a trainer's batch size when its current epoch started
 
     @property
     def epoch(self) -> int | None:

@@ -19,7 +19,8 @@ from .batches import WAIT_AFTER, UnsampledBatches
 from .clock import wall
 from .engines import RUN_PHASES, EngineState, Phase
 from .gaps import Gaps
-from .results import epoch_results, val_results
+from .outcomes import Outcomes
+from .results import epoch_results, run_attributes, val_results
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -33,7 +34,7 @@ _RESULTS = {sc.PHASE_EPOCH: epoch_results, sc.PHASE_VAL: val_results}
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
 
 
-class PhaseMachine(UnsampledBatches, Gaps):
+class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
     """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
     and runs. Handlers are keyed by the event whose firing they react to."""
 
@@ -97,7 +98,10 @@ class PhaseMachine(UnsampledBatches, Gaps):
             state.parent.val_end = end
             state.run = None  # the validator's next val may belong to another epoch or run
 
-    def _finish(self, state: EngineState, phase: Phase, end: int, error: str | None = None) -> None:
+    def _finish(
+        self, state: EngineState, phase: Phase, end: int, error: str | None = None, retry: str | None = None
+    ) -> None:
+        """End a phase: ERROR with ``error`` (its run failed) or ``retry`` (Ultralytics retries it)."""
         end = max(end, phase.start)  # aborted after the last firing that stamped an end
         elapsed = end - phase.start
         if phase.name != sc.PHASE_TRAIN or error is None:
@@ -119,8 +123,8 @@ class PhaseMachine(UnsampledBatches, Gaps):
             span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)
         if error is None and phase.name in _RESULTS:
             span.set_attributes(_RESULTS[phase.name](state.ref()))
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
+        if error is not None or retry is not None:
+            span.set_status(Status(StatusCode.ERROR, error or retry))
         elif run is not None and run.failures and not run.raised and phase.name in _RUN_ROOTS:
             span.set_status(Status(StatusCode.ERROR, run.failures[0]))
         span.end(end_time=wall(end))
@@ -131,22 +135,6 @@ class PhaseMachine(UnsampledBatches, Gaps):
         if trace.get_current_span().get_span_context().is_valid:
             return None
         return self._environment_context
-
-    def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
-        """A callback raised: the phase it ran in and its run's root span are ERROR, the root with
-        the exception and the callback's name (Ultralytics lets it leave ``model.train()``)."""
-        error_type = type(error).__qualname__
-        status = Status(StatusCode.ERROR, f"{error_type}: {error}")
-        phase = state.top_phase()
-        owner = state.parent or state
-        root = owner.stack[0] if owner.stack else None
-        for target in {id(p): p for p in (phase, root) if p is not None and p.span is not None}.values():
-            target.span.set_status(status)
-            target.span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
-        if root is not None and root.span is not None:
-            root.span.record_exception(error, attributes={sc.ATTR_CALLBACK: callback_name}, escaped=True)
-        if state.run is not None:
-            state.run.raised = True
 
     def _abort_top(self, state: EngineState, now: int, reason: str) -> None:
         self._finish(state, state.stack.pop(), state.last_end or now, reason)
@@ -160,7 +148,10 @@ class PhaseMachine(UnsampledBatches, Gaps):
         if callbacks is not None:
             with self._lock:
                 self._trainers[id(callbacks)] = weakref.ref(state)
-        self._open(state, sc.PHASE_TRAIN, now, self._root_parent(), **run_attributes(trainer), **self._ranks)
+        attributes = run_attributes(trainer)
+        state.run.planned_epochs = attributes.get(sc.RUN_ATTRIBUTES["epochs"])
+        state.run.outer_exception = self.propagating()  # handled around model.train(): not its crash
+        self._open(state, sc.PHASE_TRAIN, now, self._root_parent(), **attributes, **self._ranks)
         if setup:
             self._open(state, sc.PHASE_SETUP, now, state.innermost())
 
@@ -173,11 +164,16 @@ class PhaseMachine(UnsampledBatches, Gaps):
             self._train_start(state, now, setup=False)
 
     def _epoch_start(self, state: EngineState, now: int) -> None:
-        if state.top(sc.PHASE_EPOCH):
-            self._abort_top(state, now, "epoch did not end before the next one started")
         epoch = state.epoch
+        open_epoch = next((phase for phase in state.stack if phase.name == sc.PHASE_EPOCH), None)
+        if open_epoch is not None and open_epoch.epoch == epoch:
+            self._restart_epoch(state, now)  # Ultralytics' OOM retry or NaN recovery (outcomes.py)
+        elif state.top(sc.PHASE_EPOCH):
+            self._abort_top(state, now, "epoch did not end before the next one started")
+        state.epoch_batch = getattr(state.ref(), "batch_size", None)
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
         self._open(state, sc.PHASE_EPOCH, now, state.innermost(), **attributes)
+        state.stack[-1].epoch = epoch
 
     def _batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_BATCH):  # a batch whose end event never fired
@@ -213,9 +209,15 @@ class PhaseMachine(UnsampledBatches, Gaps):
         self._end(state, sc.PHASE_VAL)
 
     def _teardown(self, state: EngineState, now: int) -> None:
-        """Ultralytics runs teardown in a ``finally``: whatever is still open did not finish."""
+        """Ultralytics 8.4 runs teardown in a ``finally``: an exception propagating is the run's
+        crash; otherwise whatever is still open did not finish."""
         if not any(phase.name == sc.PHASE_TRAIN for phase in state.stack):
             return
+        error = self.propagating()
+        if error is not None and state.run is not None and error is not state.run.outer_exception:
+            self._crash(state, error, now)
+        elif state.run is not None and not state.run.raised:
+            self._training_end(state)
         while not state.top(sc.PHASE_TRAIN):
             phase = state.stack[-1]
             self._abort_top(state, now, f"{phase.name} never reached its end event before teardown")
@@ -282,19 +284,3 @@ class PhaseMachine(UnsampledBatches, Gaps):
         reason = "a new export started before on_export_end (the previous one failed)"
         self._new_run(state, sc.MODE_EXPORT, reason)
         self._open(state, sc.PHASE_EXPORT, now, self._root_parent(), **self._ranks)
-
-
-def run_attributes(trainer: Any) -> dict[str, Any]:
-    """The train span's attributes from the trainer's args: scalars only, file names not paths."""
-    args = getattr(trainer, "args", None)
-    attributes: dict[str, Any] = {}
-    for name, key in sc.RUN_ATTRIBUTES.items():
-        value = getattr(args, name, None)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, (int, float)):
-            attributes[key] = value
-        elif isinstance(value, str) and value:
-            file_name = value.replace("\\", "/").rsplit("/", 1)[-1]
-            attributes[key] = file_name if name in ("model", "data") else value
-    return attributes

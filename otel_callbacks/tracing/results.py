@@ -1,5 +1,6 @@
-"""The run's results as span attributes: losses, learning rates, fitness and metrics, read from
-the engine the way Ultralytics' own loggers read them (scalars only, names by semconv)."""
+"""What a run's spans carry from its engine: the training's arguments on its root, and its results
+(losses, learning rates, fitness and metrics) read the way Ultralytics' own loggers read them
+(scalars only, names by semconv)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,19 @@ def val_results(validator: Any) -> dict[str, float]:
     except Exception:  # metrics not computed (no labels, an interrupted validation)
         return {}
     return _scalars(results) if isinstance(results, dict) else {}
+
+
+def run_attributes(trainer: Any) -> dict[str, Any]:
+    """The train span's attributes from the trainer's args: scalars only, file names not paths."""
+    args = getattr(trainer, "args", None)
+    attributes: dict[str, Any] = {}
+    for name, key in sc.RUN_ATTRIBUTES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            attributes[key] = value
+        elif isinstance(value, str) and value:
+            file_name = value.replace("\\", "/").rsplit("/", 1)[-1]
+            attributes[key] = file_name if name in ("model", "data") else value
+    return attributes

@@ -106,7 +106,10 @@ class Run:
         self.warned: set[tuple[str, str]] = set()
         self.failures: list[str] = []
         self.failures_dropped = 0
-        self.raised = False  # a callback raised: its exception is the root span's status
+        self.raised = False  # a callback raised, or the training crashed: the root's status is set
+        self.exception: BaseException | None = None  # the one recorded on the root
+        self.outer_exception: BaseException | None = None  # being handled where the run started
+        self.planned_epochs: int | None = None
         self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
         self.span_overhead_ns = 0
         self.span_calls = 0

@@ -20,7 +20,7 @@ from opentelemetry.trace import Status, StatusCode
 from .. import semconv as sc
 from ..telemetry import providers
 from ..telemetry.propagation import inject_environment, restore_environment
-from ..tracing.phases import run_attributes
+from ..tracing.results import run_attributes
 
 _lock = threading.Lock()
 _originals: dict[str, Any] = {}

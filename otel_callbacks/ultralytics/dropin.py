@@ -9,7 +9,7 @@ predictor and exporter created afterwards.
 from __future__ import annotations
 
 from ..registry import get_default_callbacks
-from . import ddp
+from . import ddp, train
 from .defaults import NAMES, lock, modules, originals
 from .integrations import add_integration_callbacks
 
@@ -28,6 +28,7 @@ def install() -> None:
                 originals[module, name] = getattr(module, name)
                 setattr(module, name, ours[name])
     ddp.install()
+    train.install()
 
 
 def uninstall() -> None:
@@ -37,3 +38,4 @@ def uninstall() -> None:
             setattr(module, name, original)
         originals.clear()
     ddp.uninstall()
+    train.uninstall()
