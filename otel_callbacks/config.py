@@ -143,6 +143,10 @@ class Settings:
     """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
+    handle_sigterm: bool = True
+    """``OTEL_CALLBACKS_SIGTERM``: on SIGTERM, end every open run ERROR, flush within the shutdown
+    timeout, then terminate as the signal would have; only where the application set no handler of
+    its own before (one it sets later is chained). False: leave SIGTERM alone."""
     direct_spans: bool = True
     """``OTEL_CALLBACKS_DIRECT_SPANS``: hand child spans finished to the SDK's batch or simple span
     processors where that is what the SDK would export (``telemetry/spans.py``); false: every span
@@ -167,6 +171,7 @@ class Settings:
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
+            handle_sigterm=_bool(env, "OTEL_CALLBACKS_SIGTERM", cls.handle_sigterm),
         )
 
     def samples_batch(self, index: int) -> bool:

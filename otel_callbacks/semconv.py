@@ -74,6 +74,7 @@ METRIC_EPOCH_RESTARTS = "ultralytics.epoch.restarts"  # by ATTR_RESTART_REASON a
 RESTART_OUT_OF_MEMORY = "out_of_memory"  # 8.4's OOM auto-retry: batch halved, first epoch again
 RESTART_NAN = "nan_recovery"  # a non-finite loss or fitness: last.pt reloaded, the epoch redone
 RESTART_OTHER = "other"  # the same epoch started again for a reason the trainer does not show
+RESTART_REASONS = (RESTART_OUT_OF_MEMORY, RESTART_NAN, RESTART_OTHER)
 # Values of ATTR_STOP_REASON.
 STOP_TIME_LIMIT = "time_limit"  # the time= argument (hours)
 STOP_EARLY_STOPPING = "early_stopping"  # patience epochs without a better fitness

@@ -68,7 +68,7 @@ def test_the_schema_check_can_fail(dashboard, validator):
 
 def test_dashboard_content(dashboard):
     titles = [p["title"] for p in dashboard["panels"]]
-    assert len(titles) == len(set(titles)) == 9
+    assert len(titles) == len(set(titles)) == 10
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert set(variables) == {"datasource", "traces", "service", "run", "event", "integration"}
     assert (
@@ -86,6 +86,7 @@ def test_dashboard_content(dashboard):
                 "ultralytics_callback_duration_seconds",
                 "ultralytics_callback_slow",
                 "ultralytics_phase_duration_seconds",
+                "ultralytics_epoch_restarts",
             }
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for quantile in ("0.5", "0.95", "0.99"):
@@ -105,7 +106,9 @@ def test_metric_and_label_names_follow_the_contract():
         assert label in text, label
     for metric in (semconv.METRIC_CALLBACK_DURATION, semconv.METRIC_PHASE_DURATION):
         assert metric.replace(".", "_") + "_seconds_" in text
-    assert semconv.METRIC_CALLBACK_SLOW.replace(".", "_") + "_total" in text
+    for counter in (semconv.METRIC_CALLBACK_SLOW, semconv.METRIC_EPOCH_RESTARTS):
+        assert counter.replace(".", "_") + "_total" in text
+    assert semconv.ATTR_RESTART_REASON.replace(".", "_") in text
     for phase in (
         semconv.PHASE_BATCH,
         semconv.PHASE_DATALOADER,
@@ -145,7 +148,7 @@ def test_alert_rules_check_and_unit_tests_pass():
     check = subprocess.run(
         [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
-    assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
     test = subprocess.run(
         [promtool, "test", "rules", str(rules.with_name("alerts_test.yml"))],
         capture_output=True,

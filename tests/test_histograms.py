@@ -8,9 +8,11 @@ import threading
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from otel_callbacks import metric_views, semconv
 from otel_callbacks.telemetry.histograms import BufferedHistogram
+from otel_callbacks.telemetry.providers import duration_histogram
 
 ATTRS = {semconv.ATTR_EVENT: "on_train_batch_end", semconv.ATTR_CALLBACK: "m.f"}
 DELTA = {Histogram: AggregationTemporality.DELTA}
@@ -18,12 +20,14 @@ DELTA = {Histogram: AggregationTemporality.DELTA}
 
 def make(views=True, temporality=None):
     reader = InMemoryMetricReader(preferred_temporality=temporality or {})
-    provider = MeterProvider(metric_readers=[reader], views=metric_views() if views else ())
-    histogram = provider.get_meter(semconv.METER_NAME).create_histogram(
-        semconv.METRIC_CALLBACK_DURATION,
-        unit="s",
-        explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
-    )
+    # Without our view, a plain one with the same buckets: the reference, on every SDK (the buckets'
+    # advice on the instrument exists only from 1.30).
+    plain = [
+        View(instrument_name="*", aggregation=ExplicitBucketHistogramAggregation(semconv.DURATION_BUCKETS))
+    ]
+    provider = MeterProvider(metric_readers=[reader], views=metric_views() if views else plain)
+    meter = provider.get_meter(semconv.METER_NAME)
+    histogram = duration_histogram(meter, semconv.METRIC_CALLBACK_DURATION, "callback durations")
     return provider, reader, histogram
 
 
@@ -36,6 +40,7 @@ def collect(reader, buffered=None):
         for rm in (data.resource_metrics if data else ())
         for sm in rm.scope_metrics
         for m in sm.metrics
+        if m.name == semconv.METRIC_CALLBACK_DURATION  # not the SDK's own (1.41 adds some)
         for p in m.data.data_points
     ]
     return points

@@ -90,7 +90,9 @@ def train(trainer, plan, teardown_in_finally=True, batches=2):
 
 
 def restarts(recorded):
-    return {a[sc.ATTR_RESTART_REASON]: p.value for a, p in recorded.points(sc.METRIC_EPOCH_RESTARTS)}
+    counts = {a[sc.ATTR_RESTART_REASON]: p.value for a, p in recorded.points(sc.METRIC_EPOCH_RESTARTS)}
+    assert set(counts) == set(sc.RESTART_REASONS), "every reason's series starts at 0"
+    return {reason: count for reason, count in counts.items() if count}
 
 
 def assert_one_tree(tree):

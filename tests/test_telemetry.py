@@ -120,27 +120,31 @@ def test_console_and_none_exporters(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("protocol", "module"),
+    ("protocol", "traces", "metrics"),
     [
-        ("grpc", "opentelemetry.exporter.otlp.proto.grpc"),
-        ("http/protobuf", "opentelemetry.exporter.otlp.proto.http"),
-        (None, "opentelemetry.exporter.otlp.proto.http"),
+        ("grpc", "127.0.0.1:{port}", "127.0.0.1:{port}"),
+        ("http/protobuf", "http://127.0.0.1:{port}/v1/traces", "http://127.0.0.1:{port}/v1/metrics"),
+        (None, "http://127.0.0.1:{port}/v1/traces", "http://127.0.0.1:{port}/v1/metrics"),
     ],
 )
-def test_otlp_exporter_follows_the_protocol_variable(monkeypatch, protocol, module):
+def test_otlp_exporter_follows_the_protocol_variable(monkeypatch, protocol, traces, metrics):
+    """Which exporter was built, told by where it sends (gRPC: host and port; HTTP: the signal's URL)."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     if protocol:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     else:
         monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
     tel = telemetry.configure(Settings())
-    tracer_provider, meter_provider = tel.owned
-    (processor,) = tracer_provider._active_span_processor._span_processors
-    assert type(processor.span_exporter).__module__.startswith(module)
-    (reader,) = meter_provider._metric_readers
-    assert type(reader._exporter).__module__.startswith(module)
-    tel.shutdown(timeout=1)
+    assert tel.destinations == {
+        "traces": [f"otlp to {traces.format(port=port)}"],
+        "metrics": [f"otlp to {metrics.format(port=port)}"],
+    }
+    tel.shutdown(timeout=0.5)
 
 
 @pytest.mark.parametrize(
@@ -296,3 +300,37 @@ def test_exit_is_bounded_when_the_backend_never_answers():
     assert out.returncode == 0 and out.stdout.strip() == "trained", out.stderr
     assert elapsed < 30, f"exit took {elapsed:.1f} s"
     assert "not flushed within 1.0 s" in out.stderr
+
+
+class BrokenMeterProvider:
+    """A meter provider whose meters fail, as an incompatible SDK's would."""
+
+    def get_meter(self, *args, **kwargs):
+        raise RuntimeError("this SDK cannot make a meter")
+
+
+def test_a_telemetry_that_cannot_start_leaves_every_callback_running(caplog):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from tests.engines import DetectionTrainer
+
+    telemetry.shutdown()  # the first callback configures it
+    trainer, calls = DetectionTrainer(), []
+    trainer.add_callback("on_train_epoch_end", lambda t: calls.append(t.epoch))
+    original = telemetry.providers.configure
+
+    def configure_broken(settings=None, **kwargs):
+        if settings is not None and not settings.enabled:
+            return original(settings)
+        return original(settings, tracer_provider=TracerProvider(), meter_provider=BrokenMeterProvider())
+
+    telemetry.providers.configure = configure_broken
+    try:
+        for _ in range(3):
+            trainer.run_callbacks("on_train_epoch_end")
+    finally:
+        telemetry.providers.configure = original
+    assert calls == [0, 0, 0], "the user's callback ran every time"
+    assert not telemetry.current().enabled, "the layer disabled itself"
+    disabled = [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
+    assert len(disabled) == 1 and "cannot make a meter" in disabled[0].getMessage()

@@ -129,6 +129,14 @@ class _Batch:
                 yield from repeat(quotient, count - remainder)
 
 
+_MERGED_FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_get_empty_bucket_counts")
+
+
+def _can_merge(aggregation: Any) -> bool:
+    """Whether an SDK aggregation has the fields ``_merge`` writes (private: checked, not assumed)."""
+    return all(hasattr(aggregation, name) for name in _MERGED_FIELDS)
+
+
 def _merge(aggregation: Any, batch: _Batch) -> None:
     """Fold a batch into one SDK ``_ExplicitBucketHistogramAggregation`` under its lock."""
     with aggregation._lock:
@@ -237,8 +245,8 @@ class BufferedHistogram:
         known = {id(a) for a in self._targets(key)}
         self._histogram.record(batch.take_min(self._thresholds), dict(key), context=NO_CONTEXT)
         targets = self._targets(key)
-        self.mergeable = bool(targets)
-        if not targets:
+        self.mergeable = bool(targets) and all(map(_can_merge, targets))
+        if not self.mergeable:
             self._replay(key, batch)
             return
         for aggregation in targets:

@@ -22,7 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from .. import semconv
 from ..config import Settings, process_ranks
 from ..version import __version__
-from . import exporter_logs
+from . import exporter_logs, signals
 from .exporters import application_provider, build_meter_provider, build_tracer_provider
 from .histograms import NO_CONTEXT, BufferedHistogram
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
@@ -64,12 +64,7 @@ class Telemetry:
         mergeable = has_metric_views(meter_provider)
 
         def durations(name: str, description: str) -> BufferedHistogram:
-            histogram = meter.create_histogram(
-                name,
-                unit="s",
-                description=description,
-                explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
-            )
+            histogram = duration_histogram(meter, name, description)
             return BufferedHistogram(histogram, mergeable, settings.limits.buffer_limit)
 
         self.callback_duration = durations(
@@ -88,6 +83,9 @@ class Telemetry:
             unit="{restart}",
             description="Epochs that Ultralytics started again (OOM retry, NaN recovery), by reason",
         )
+        for reason in semconv.RESTART_REASONS:  # from 0: Prometheus' increase() sees the first restart
+            attributes = {semconv.ATTR_RESTART_REASON: reason, semconv.ATTR_MODE: semconv.MODE_TRAIN}
+            self.epoch_restarts.add(0, attributes, context=NO_CONTEXT)
         self.error_counter = meter.create_counter(
             semconv.METRIC_TELEMETRY_ERRORS,
             unit="{error}",
@@ -97,7 +95,7 @@ class Telemetry:
         # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
         self.errors_seen: dict[str, int] = {}
-        self._shutdown_hooks: list[Callable[[], None]] = []
+        self._shutdown_hooks: list[Callable[[str], None]] = []
         # For exporters we built: their failure logs once per kind, every failure counted.
         self.export_logs = exporter_logs.install_filter(self._count_export_error) if self.owned else None
 
@@ -134,11 +132,20 @@ class Telemetry:
         with contextlib.suppress(Exception):
             self.error_counter.add(1, {semconv.ATTR_ERROR_TYPE: kind}, context=NO_CONTEXT)
 
-    def on_shutdown(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` first when this telemetry shuts down (the tracker closes what is open)."""
+    def on_shutdown(self, hook: Callable[[str], None]) -> None:
+        """Run ``hook(reason)`` first when this telemetry shuts down (the tracker closes what is open,
+        ERROR with the reason: "process exit", "terminated by SIGTERM")."""
         self._shutdown_hooks.append(hook)
 
-    def shutdown(self, timeout: float | None = None) -> bool:
+    def close_runs(self, reason: str) -> None:
+        """Run the shutdown hooks now and keep them: what is open ends with the reason."""
+        for hook in list(self._shutdown_hooks):
+            try:
+                hook(reason)
+            except Exception as exc:
+                self.report_error(exc)
+
+    def shutdown(self, timeout: float | None = None, reason: str = "process exit") -> bool:
         """Flush and shut down what this module built, waiting at most ``timeout`` seconds; whether
         that finished in time.
 
@@ -147,7 +154,7 @@ class Telemetry:
         hooks, self._shutdown_hooks = self._shutdown_hooks, []
         for hook in hooks:
             try:
-                hook()
+                hook(reason)
             except Exception as exc:
                 self.report_error(exc)
         owned, self.owned = self.owned, []
@@ -174,6 +181,20 @@ class Telemetry:
                 self.settings.shutdown_timeout if timeout is None else timeout,
             )
         return not worker.is_alive()
+
+
+def duration_histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+    """A seconds histogram with the contract's buckets as advice. The advice is an API of 1.30 and
+    later; before, only a view sets buckets (``metric_views()``, on every provider built here)."""
+    try:
+        return meter.create_histogram(
+            name,
+            unit="s",
+            description=description,
+            explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
+        )
+    except TypeError:  # opentelemetry-api < 1.30
+        return meter.create_histogram(name, unit="s", description=description)
 
 
 def configure(
@@ -227,7 +248,21 @@ def configure(
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
         active = Telemetry(settings, tracer_provider, meter_provider, owned, output, destinations)
+        arm_sigterm()
         return active
+
+
+def arm_sigterm() -> None:
+    """Handle SIGTERM (telemetry/signals.py) unless a setting says not to; again at each epoch's
+    start, which chains a handler the application set meanwhile."""
+    if active is not None and active.enabled and active.settings.handle_sigterm:
+        signals.arm(shutdown, _close_runs)
+
+
+def _close_runs(reason: str) -> None:
+    current = active
+    if current is not None:
+        current.close_runs(reason)
 
 
 def ensure_configured() -> Telemetry:
@@ -236,12 +271,12 @@ def ensure_configured() -> Telemetry:
         return active if active is not None else configure()
 
 
-def shutdown(timeout: float | None = None) -> bool:
+def shutdown(timeout: float | None = None, reason: str = "process exit") -> bool:
     """Flush and stop the active telemetry (also run at process exit); whether it finished in time."""
     global active
     with _lock:
         current, active = active, None
-    return current is None or current.shutdown(timeout)
+    return current is None or current.shutdown(timeout, reason)
 
 
 atexit.register(shutdown)

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv as sc
+from ..telemetry import providers
 from .batches import WAIT_AFTER, UnsampledBatches
 from .clock import wall
 from .engines import RUN_PHASES, EngineState, Phase
@@ -164,6 +165,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
             self._train_start(state, now, setup=False)
 
     def _epoch_start(self, state: EngineState, now: int) -> None:
+        providers.arm_sigterm()  # chains a SIGTERM handler the application set since the last epoch
         epoch = state.epoch
         open_epoch = next((phase for phase in state.stack if phase.name == sc.PHASE_EPOCH), None)
         if open_epoch is not None and open_epoch.epoch == epoch:

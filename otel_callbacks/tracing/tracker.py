@@ -46,7 +46,7 @@ def tracker_for(tel: Telemetry) -> PhaseTracker:
         tracker = _trackers.get(tel)
         if tracker is None:
             tracker = _trackers[tel] = PhaseTracker(tel, calibrate=PhaseTracker.calibrate)
-            tel.on_shutdown(lambda: tracker.close_all("process exit"))
+            tel.on_shutdown(tracker.close_all)
         return tracker
 
 

@@ -149,15 +149,19 @@ class InstrumentedCallback:
 
     def _bind(self, engine: Any) -> _Binding | None:
         tel = providers.active
-        if tel is None:
-            try:
+        try:
+            if tel is None:
                 tel = providers.ensure_configured()
-            except Exception as exc:
-                providers.logger.error("otel_callbacks: telemetry disabled: %s", exc)
-                tel = providers.configure(Settings(enabled=False))
-        if not tel.enabled:
+            if not tel.enabled:
+                return None
+            self._binding = _Binding(self, tel, engine=engine)
+        except Exception as exc:  # the callback runs, uninstrumented, whatever the SDK does
+            providers.logger.error("otel_callbacks: telemetry disabled: %s", exc)
+            try:
+                providers.configure(Settings(enabled=False))
+            except Exception as again:
+                providers.logger.error("otel_callbacks: could not disable telemetry cleanly: %s", again)
             return None
-        self._binding = _Binding(self, tel, engine=engine)
         return self._binding
 
     def __call__(self, engine: Any = _NO_ENGINE, /, *args: Any, **kwargs: Any) -> Any:

@@ -70,7 +70,7 @@ def ddp_cleanup(trainer: Any, file: str) -> None:
     try:
         _originals["ddp_cleanup"](trainer, file)
     finally:
-        _end(trainer, sys.exc_info()[1])
+        _end(id(trainer), sys.exc_info()[1])
 
 
 def _start(trainer: Any) -> None:
@@ -89,16 +89,22 @@ def _start(trainer: Any) -> None:
     if tel.output is not None:  # workers write their files beside this one
         previous.setdefault("OTEL_CALLBACKS_DIR", os.environ.get("OTEL_CALLBACKS_DIR"))
         os.environ["OTEL_CALLBACKS_DIR"] = str(tel.output.path.parent.resolve())
-    _launches[id(trainer)] = (span, previous)
+    key = id(trainer)
+    _launches[key] = (span, previous)
+    tel.on_shutdown(lambda reason: _end(key, RuntimeError(reason), abandoned=True))
 
 
-def _end(trainer: Any, error: BaseException | None) -> None:
-    launch = _launches.pop(id(trainer), None)
+def _end(key: int, error: BaseException | None, abandoned: bool = False) -> None:
+    """The launch's end: the workers' exit, an exception, or (``abandoned``) the telemetry shutting
+    down while the workers run (SIGTERM: torch.distributed.run forwards it to them)."""
+    launch = _launches.pop(key, None)
     if launch is None:
         return
     span, previous = launch
     restore_environment(os.environ, previous)
-    if isinstance(error, subprocess.CalledProcessError):
+    if abandoned:
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+    elif isinstance(error, subprocess.CalledProcessError):
         span.set_attribute(sc.ATTR_EXIT_CODE, error.returncode)
         span.set_status(Status(StatusCode.ERROR, f"the workers exited with status {error.returncode}"))
     elif error is not None:

@@ -30,6 +30,15 @@ otel_callbacks.configure()  # the exporter listens from here
 print("READY", flush=True)
 sys.stdin.readline()  # until Prometheus has a first sample: rates need one before the training
 from ultralytics import YOLO
+from ultralytics.nn import tasks
+
+original_loss, losses = tasks.BaseModel.loss, []
+def out_of_memory_once(self, batch, preds=None):  # Ultralytics retries the first epoch at half the batch
+    losses.append(1)
+    if len(losses) == 1:
+        raise RuntimeError("CUDA out of memory (raised by the test)")
+    return original_loss(self, batch, preds)
+tasks.BaseModel.loss = out_of_memory_once
 
 def checkpoint_uploader(trainer):  # the slow one: 1.2 s per epoch
     time.sleep(1.2)
@@ -103,7 +112,9 @@ def test_slow_callback_alert_fires_and_every_panel_has_data(data, tmp_path):
         finally:
             trainer.stdin.close()
             stop(trainer)
-    assert set(alerts) == {"UltralyticsCallbackSlow"}, alerts
+    assert set(alerts) == {"UltralyticsCallbackSlow", "UltralyticsEpochRestarts"}, alerts
+    (restart,) = alerts["UltralyticsEpochRestarts"]
+    assert restart["labels"]["ultralytics_restart_reason"] == "out_of_memory"
     (slow,) = alerts["UltralyticsCallbackSlow"]
     assert slow["labels"]["code_function_name"] == "__main__.checkpoint_uploader"
     assert slow["labels"]["ultralytics_event"] == "on_fit_epoch_end"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,22 +90,43 @@ except BaseException as error:  # the process lives on, as a notebook does
 """
 
 
-def run_training(fault: str, data: Path, tmp_path: Path, epochs: int = 3) -> tuple[str, Tree]:
-    env = {
+def training_env(tmp_path: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "OTEL_CALLBACKS_DIR": str(tmp_path / "otel"),
         "OTEL_CALLBACKS_SUMMARY": "false",
         "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
     }
+
+
+def run_training(fault: str, data: Path, tmp_path: Path, epochs: int = 3) -> tuple[str, Tree]:
     out = subprocess.run(
         [sys.executable, "-c", TRAIN, fault, str(data), str(tmp_path), str(epochs)],
-        env=env,
+        env=training_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout, file_tree(tmp_path / "otel")
+
+
+def signalled(number: int, data: Path, tmp_path: Path) -> subprocess.Popen:
+    """A training sent ``number`` in its second epoch, in the middle of a batch."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, "sleep", str(data), str(tmp_path), "3"],
+        env=training_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    while (line := proc.stdout.readline()) and line.strip() != "MID-EPOCH":
+        pass
+    assert line, "the training reached its second epoch"
+    time.sleep(1.5)  # past the file's write delay: what finished before the signal is kept
+    proc.send_signal(number)
+    proc.wait(60)
+    return proc
 
 
 def file_tree(directory: Path) -> Tree:
@@ -196,3 +219,13 @@ def test_an_early_end_says_why(data, tmp_path, fault, reason, epochs):
     assert completed == max(e.attributes[sc.ATTR_EPOCH] for e in spans) < epochs
     (event,) = [e for e in root.events if e.name == sc.EVENT_EARLY_STOP]
     assert event.attributes[sc.ATTR_MESSAGE].endswith(f"{completed} of {epochs} epochs")
+
+
+def test_sigterm_mid_epoch_ends_the_run_and_exits_as_the_signal_would(data, tmp_path):
+    proc = signalled(signal.SIGTERM, data, tmp_path)
+    assert proc.returncode == -signal.SIGTERM
+    root, epochs = one_root(file_tree(tmp_path / "otel"))
+    assert (root.status.status_code, root.status.description) == (StatusCode.ERROR, "terminated by SIGTERM")
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2]
+    assert epochs[0].status.status_code is StatusCode.UNSET, "the epoch that finished is kept"
+    assert epochs[1].status.description == "terminated by SIGTERM"

@@ -1,0 +1,99 @@
+"""SIGTERM (telemetry/signals.py), sent for real to a synthetic training in a subprocess: the run ends
+ERROR with the reason, the file holds the whole tree, the process ends as the signal would end it;
+an application's own handler is left alone or chained; a setting turns it off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.trace import StatusCode
+
+from otel_callbacks.apps.send import spans as request_spans
+from otel_callbacks.telemetry import otlp_file
+from tests.test_phases import Tree
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRAINING = """
+import signal, sys, time
+from tests.engines import DetectionTrainer
+
+if sys.argv[1] == "handler-first":
+    signal.signal(signal.SIGTERM, lambda s, f: (print("APP", flush=True), sys.exit(0)))
+trainer = DetectionTrainer()
+trainer.run_callbacks("on_pretrain_routine_start")
+trainer.run_callbacks("on_pretrain_routine_end")
+for epoch in range(1000):
+    trainer.epoch = epoch
+    trainer.run_callbacks("on_train_epoch_start")
+    if epoch == 1 and sys.argv[1] == "handler-later":  # the application's, after ours; chained at epoch 2
+        signal.signal(signal.SIGTERM, lambda s, f: (print("APP", flush=True), sys.exit(3)))
+    if epoch == 2:
+        print("MID-EPOCH", flush=True)
+        time.sleep(60)
+    trainer.run_callbacks("on_train_epoch_end")
+    trainer.run_callbacks("on_fit_epoch_end")
+"""
+
+
+def terminated(case: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, Tree, float]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST"))}
+    environment.update(
+        PYTHONPATH=str(ROOT), OTEL_CALLBACKS_DIR=str(tmp_path), OTEL_CALLBACKS_SUMMARY="0", **env
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRAINING, case], env=environment, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "MID-EPOCH"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    elapsed = time.monotonic() - sent
+    proc.output = proc.stdout.read()
+    spans = [
+        s
+        for path in tmp_path.glob("*.jsonl")
+        for r in otlp_file.read_file(path)
+        if hasattr(r, "resource_spans")
+        for s in request_spans(r)
+    ]
+    return proc, Tree(spans), elapsed
+
+
+def test_sigterm_ends_the_run_flushes_and_terminates_as_the_signal_would(tmp_path):
+    proc, tree, elapsed = terminated("default", tmp_path, OTEL_CALLBACKS_SHUTDOWN_TIMEOUT="3")
+    assert proc.returncode == -signal.SIGTERM, "killed by SIGTERM, as without otel_callbacks"
+    assert elapsed < 3 + 2, f"flushed within the shutdown timeout ({elapsed:.1f} s)"
+    (root,) = [s for s in tree.spans if s.parent is None]
+    assert (root.name, root.status.status_code, root.status.description) == (
+        "train",
+        StatusCode.ERROR,
+        "terminated by SIGTERM",
+    )
+    assert all(tree.parent(s) is not None for s in tree.spans if s is not root), "no orphans"
+    epochs = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
+    assert [e.status.status_code for e in epochs] == [StatusCode.UNSET, StatusCode.UNSET, StatusCode.ERROR]
+    assert epochs[-1].status.description == "terminated by SIGTERM"
+
+
+def test_an_application_handler_set_first_is_left_alone(tmp_path):
+    proc, _, _ = terminated("handler-first", tmp_path)
+    assert proc.returncode == 0 and "APP" in proc.output
+
+
+def test_an_application_handler_set_later_is_chained(tmp_path):
+    proc, tree, _ = terminated("handler-later", tmp_path)
+    assert proc.returncode == 3 and "APP" in proc.output, "the application's handler decides"
+    (root,) = tree.phases("train")
+    assert root.status.description == "terminated by SIGTERM"
+
+
+def test_the_setting_turns_it_off(tmp_path):
+    proc, tree, _ = terminated("default", tmp_path, OTEL_CALLBACKS_SIGTERM="false")
+    assert proc.returncode == -signal.SIGTERM
+    assert not tree.phases("train"), "nothing closed the run: Python's default action"
