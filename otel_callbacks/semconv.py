@@ -33,6 +33,10 @@ ATTR_RESTART_REASON = "ultralytics.restart.reason"  # an epoch restart's: RESTAR
 ATTR_STOP_REASON = "ultralytics.stop.reason"  # the root's, when it stopped early: STOP_*
 ATTR_EPOCHS_COMPLETED = "ultralytics.epochs.completed"  # the root's: the last epoch that ended
 ATTR_MESSAGE = "message"  # the words of a restart or early stop event
+# The embedded file's record of a phase as it opens (end = start); its finished span replaces it, and
+# where none came (SIGKILL) `send` and `report` end it ERROR with UNCLOSED (telemetry/otlp_file.py).
+ATTR_OPEN = "otel_callbacks.open"
+UNCLOSED = "the process ended without closing this phase"
 
 # Values of ATTR_INTEGRATION that are not an integration's own name.
 INTEGRATION_DEFAULT = "default"

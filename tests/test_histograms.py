@@ -11,8 +11,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from otel_callbacks import metric_views, semconv
-from otel_callbacks.telemetry.histograms import BufferedHistogram
-from otel_callbacks.telemetry.providers import duration_histogram
+from otel_callbacks.telemetry.histograms import BufferedHistogram, duration_histogram
 
 ATTRS = {semconv.ATTR_EVENT: "on_train_batch_end", semconv.ATTR_CALLBACK: "m.f"}
 DELTA = {Histogram: AggregationTemporality.DELTA}

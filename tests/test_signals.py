@@ -1,6 +1,6 @@
-"""SIGTERM (telemetry/signals.py), sent for real to a synthetic training in a subprocess: the run ends
-ERROR with the reason, the file holds the whole tree, the process ends as the signal would end it;
-an application's own handler is left alone or chained; a setting turns it off."""
+"""SIGTERM (telemetry/signals.py) and SIGKILL, sent for real to a synthetic training in a subprocess:
+the run ends ERROR with the reason, the file holds the whole tree, the process ends as the signal
+would end it; an application's own handler is left alone or chained; a setting turns it off."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from opentelemetry.trace import StatusCode
 
+from otel_callbacks import semconv as sc
 from otel_callbacks.apps.send import spans as request_spans
 from otel_callbacks.telemetry import otlp_file
 from tests.test_phases import Tree
@@ -41,7 +42,9 @@ for epoch in range(1000):
 """
 
 
-def terminated(case: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, Tree, float]:
+def terminated(
+    case: str, tmp_path: Path, number: int = signal.SIGTERM, wait: float = 0.0, **env: str
+) -> tuple[subprocess.Popen, Tree, float]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST"))}
     environment.update(
         PYTHONPATH=str(ROOT), OTEL_CALLBACKS_DIR=str(tmp_path), OTEL_CALLBACKS_SUMMARY="0", **env
@@ -50,8 +53,9 @@ def terminated(case: str, tmp_path: Path, **env: str) -> tuple[subprocess.Popen,
         [sys.executable, "-c", TRAINING, case], env=environment, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "MID-EPOCH"
+    time.sleep(wait)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(number)
     proc.wait(30)
     elapsed = time.monotonic() - sent
     proc.output = proc.stdout.read()
@@ -96,4 +100,25 @@ def test_an_application_handler_set_later_is_chained(tmp_path):
 def test_the_setting_turns_it_off(tmp_path):
     proc, tree, _ = terminated("default", tmp_path, OTEL_CALLBACKS_SIGTERM="false")
     assert proc.returncode == -signal.SIGTERM
-    assert not tree.phases("train"), "nothing closed the run: Python's default action"
+    (root,) = tree.phases("train")
+    assert root.status.description == sc.UNCLOSED, "nothing closed the run: the file's record says so"
+
+
+def test_sigkill_loses_at_most_the_last_half_second_and_the_file_repairs_the_tree(tmp_path):
+    """Killed 0.8 s after its second epoch ended: that epoch is in the file (the file is written every
+    0.5 s); the run and the third epoch, never closed, come back from their open records."""
+    proc, tree, _ = terminated("default", tmp_path, signal.SIGKILL, wait=0.8)
+    assert proc.returncode == -signal.SIGKILL
+    (root,) = [s for s in tree.spans if s.parent is None]
+    assert all(tree.parent(s) is not None for s in tree.spans if s is not root), "no orphans"
+    assert (root.name, root.status.status_code, root.status.description) == (
+        "train",
+        StatusCode.ERROR,
+        "the process ended without closing this phase",
+    )
+    epochs = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2, 3]
+    assert [e.status.status_code for e in epochs] == [StatusCode.UNSET, StatusCode.UNSET, StatusCode.ERROR]
+    last_recorded = max(s.end_time for s in tree.spans if s.status.status_code is StatusCode.UNSET)
+    assert root.end_time == epochs[2].end_time == last_recorded, "ended at the last moment the file holds"
+    assert all(sc.ATTR_OPEN not in s.attributes for s in tree.spans)

@@ -275,3 +275,17 @@ def _start_at(aggregation: Any, first_ns: int) -> None:
             aggregation._start_time_unix_nano = first_ns
             if getattr(aggregation, "_previous_collection_start_nano", None) == start:
                 aggregation._previous_collection_start_nano = first_ns
+
+
+def duration_histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+    """A seconds histogram with the contract's buckets as advice. The advice is an API of 1.30 and
+    later; before, only a view sets buckets (``metric_views()``, on every provider built here)."""
+    try:
+        return meter.create_histogram(
+            name,
+            unit="s",
+            description=description,
+            explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
+        )
+    except TypeError:  # opentelemetry-api < 1.30
+        return meter.create_histogram(name, unit="s", description=description)

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -32,6 +33,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .. import semconv
+from .spans import DirectSpan
 
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
 
@@ -73,12 +77,65 @@ def from_json_line(line: str) -> ExportTraceServiceRequest | ExportMetricsServic
 def read_file(
     path: str | os.PathLike[str], bad_lines: list[str] | None = None
 ) -> Iterator[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
-    """Yield the OTLP requests a file holds, in the order they were written.
+    """Yield the OTLP requests a file holds, in the order they were written, repaired (below).
 
     A line that is not one (a process killed mid-write leaves half a line) raises ``ValueError`` as
     ``FILE:LINE: what is wrong``; given a ``bad_lines`` list, it is appended there and skipped, so
     every good line is still read.
     """
+    yield from repaired(list(_requests(path, bad_lines)))
+
+
+def repaired(
+    requests: list[ExportTraceServiceRequest | ExportMetricsServiceRequest],
+) -> list[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
+    """One process's requests with its open-phase records resolved: a record whose span ended later
+    is dropped; one whose span never ended (SIGKILL, power loss) becomes that span, ERROR
+    ``semconv.UNCLOSED``, ended at the last moment the file recorded (a span's end, a metric point),
+    so the tree has no orphans and the phases keep their ids."""
+    closed: set[bytes] = set()
+    records: list[tuple[Any, Any]] = []
+    last = 0
+    for request in requests:
+        if isinstance(request, ExportMetricsServiceRequest):
+            last = max(last, _last_point(request))
+            continue
+        for scope_spans in (ss for rs in request.resource_spans for ss in rs.scope_spans):
+            for span in scope_spans.spans:
+                if any(kv.key == semconv.ATTR_OPEN for kv in span.attributes):
+                    records.append((scope_spans, span))
+                else:
+                    closed.add(span.span_id)
+                    last = max(last, span.end_time_unix_nano)
+    for scope_spans, span in records:
+        if span.span_id in closed:
+            scope_spans.spans.remove(span)
+            continue
+        kept = [kv for kv in span.attributes if kv.key != semconv.ATTR_OPEN]
+        del span.attributes[:]
+        span.attributes.extend(kept)
+        span.end_time_unix_nano = max(last, span.start_time_unix_nano)
+        span.status.code = Status.STATUS_CODE_ERROR
+        span.status.message = semconv.UNCLOSED
+    return [r for r in requests if not isinstance(r, ExportTraceServiceRequest) or _has_spans(r)]
+
+
+def _has_spans(request: ExportTraceServiceRequest) -> bool:
+    return any(ss.spans for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def _last_point(request: ExportMetricsServiceRequest) -> int:
+    last = 0
+    for metric in (m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+        kind = metric.WhichOneof("data")
+        for point in getattr(metric, kind).data_points if kind else ():
+            last = max(last, point.time_unix_nano)
+    return last
+
+
+def _requests(
+    path: str | os.PathLike[str], bad_lines: list[str] | None
+) -> Iterator[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
     with open(path, "rb") as lines:
         for number, raw in enumerate(lines, 1):
             try:
@@ -101,12 +158,40 @@ class OtlpJsonLinesFile:
         self.path = directory / f"{safe}-{stamp}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
 
+    def write_open(self, span: Any) -> None:
+        """A record of a phase as it opens, so that a killed process's file still holds it."""
+        record = open_record(span)
+        if record is not None:
+            self.write(encode_spans([record]))
+
     def write(self, message: Message) -> None:
         line = to_json_line(message) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as out:
                 out.write(line)
+
+
+def open_record(span: Any) -> ReadableSpan | None:
+    """A record of a span still open: ended at its start, marked ``semconv.ATTR_OPEN``."""
+    if isinstance(span, DirectSpan):
+        name, context, parent, resource = span._name, span._context, span._parent, span._tracer.resource
+        attributes, start, scope = span._attributes, span._start_time, span._pipeline.scope
+    elif isinstance(span, ReadableSpan) and span.start_time is not None:
+        name, context, parent, resource = span.name, span.context, span.parent, span.resource
+        attributes, start, scope = span.attributes, span.start_time, span.instrumentation_scope
+    else:
+        return None
+    return ReadableSpan(
+        name,
+        context,
+        parent,
+        resource,
+        {**(attributes or {}), semconv.ATTR_OPEN: True},
+        start_time=start,
+        end_time=start,
+        instrumentation_scope=scope,
+    )
 
 
 class FileSpanExporter(SpanExporter):

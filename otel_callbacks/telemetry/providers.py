@@ -23,8 +23,8 @@ from .. import semconv
 from ..config import Settings, process_ranks
 from ..version import __version__
 from . import exporter_logs, signals
-from .exporters import application_provider, build_meter_provider, build_tracer_provider
-from .histograms import NO_CONTEXT, BufferedHistogram
+from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
+from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
 from .views import has_metric_views
@@ -48,6 +48,7 @@ class Telemetry:
         owned: Iterable[Any] = (),
         output: Any = None,
         destinations: dict[str, list[str]] | None = None,
+        traces_to_file: bool = False,
     ) -> None:
         self.settings = settings
         self.destinations = destinations or {}
@@ -55,6 +56,8 @@ class Telemetry:
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's file, when it is used
+        self.announced_to = output if output is not None and traces_to_file else None
+        """The file that gets a record of each long phase as it opens, when traces go to it."""
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
             self.tracer.id_generator = PrivateRandomIdGenerator()
@@ -112,6 +115,16 @@ class Telemetry:
         try:
             self.callback_duration.flush()
             self.phase_duration.flush()
+        except Exception as exc:
+            self.report_error(exc)
+
+    def announce(self, span: Any) -> None:
+        """Write an open phase to the embedded file at once, so that a process killed before the
+        phase ends leaves it there (``otlp_file`` repairs it when the file is read)."""
+        if self.announced_to is None:
+            return
+        try:
+            self.announced_to.write_open(span)
         except Exception as exc:
             self.report_error(exc)
 
@@ -183,20 +196,6 @@ class Telemetry:
         return not worker.is_alive()
 
 
-def duration_histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
-    """A seconds histogram with the contract's buckets as advice. The advice is an API of 1.30 and
-    later; before, only a view sets buckets (``metric_views()``, on every provider built here)."""
-    try:
-        return meter.create_histogram(
-            name,
-            unit="s",
-            description=description,
-            explicit_bucket_boundaries_advisory=semconv.DURATION_BUCKETS,
-        )
-    except TypeError:  # opentelemetry-api < 1.30
-        return meter.create_histogram(name, unit="s", description=description)
-
-
 def configure(
     settings: Settings | None = None,
     *,
@@ -247,7 +246,10 @@ def configure(
                 meter_provider, destinations["metrics"] = build_meter_provider(resource, output)
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
-        active = Telemetry(settings, tracer_provider, meter_provider, owned, output, destinations)
+        traces_to_file = output is not None and tracer_provider in owned and exporter_names("traces") is None
+        active = Telemetry(
+            settings, tracer_provider, meter_provider, owned, output, destinations, traces_to_file
+        )
         arm_sigterm()
         return active
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # Phases whose spans follow their batch's sampling.
 _SAMPLED_PHASES = (sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH)
+# Long phases: the embedded file gets a record of each as it opens (telemetry/otlp_file.py).
+_ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
 # Phases whose spans carry the run's results, read from their engine when they end.
 _RESULTS = {sc.PHASE_EPOCH: epoch_results, sc.PHASE_VAL: val_results}
 # Phases whose span turns ERROR when anything in their run did not close normally.
@@ -71,6 +73,8 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
             span = self._tracer.start_span(name, context=parent, attributes=attributes, start_time=wall(now))
             if state.run is not None:
                 state.run.spans += 1
+            if name in _ANNOUNCED:
+                self._telemetry.announce(span)
         state.stack.append(Phase(name, span, parent, now, state.path_of(name)))
 
     def _end(self, state: EngineState, name: str) -> None:

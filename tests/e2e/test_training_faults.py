@@ -17,14 +17,13 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
+from otel_callbacks.apps import report as otel_report
 from otel_callbacks.apps.send import spans as request_spans
 from otel_callbacks.telemetry import otlp_file
 from tests.test_phases import Tree
 
 ultralytics = pytest.importorskip("ultralytics")
-from ultralytics.utils import __version__ as ULTRALYTICS_VERSION  # noqa: E402
-
-ULTRALYTICS_8_4 = tuple(int(p) for p in ULTRALYTICS_VERSION.split(".")[:2]) >= (8, 4)
+from tests.e2e.versions import ULTRALYTICS_8_4  # noqa: E402
 
 # The fault is raised from the training loss (BaseModel.loss with gradients on: not validation's).
 TRAIN = """
@@ -60,12 +59,15 @@ def loss(self, batch, preds=None):
     return total, items
 
 tasks.BaseModel.loss = loss
-if fault == "patience":  # a fitness that never beats the first epoch's: EarlyStopping ends it
-    original_validate = BaseTrainer.validate
-    def validate(self):
-        metrics, fitness = original_validate(self)
+original_validate = BaseTrainer.validate
+def validate(self):
+    metrics, fitness = original_validate(self)
+    if fault == "patience":  # a fitness that never beats the first epoch's: EarlyStopping ends it
         return metrics, 1.0 if self.epoch == 0 else 0.5
-    BaseTrainer.validate = validate
+    if fault == "nan" and seen["epoch"] == 1 and seen["attempts"][1] == 1:  # 8.3 needs both non-finite
+        return metrics, float("nan")
+    return metrics, fitness
+BaseTrainer.validate = validate
 
 def epoch_start(trainer):
     seen["epoch"] = trainer.epoch
@@ -229,3 +231,15 @@ def test_sigterm_mid_epoch_ends_the_run_and_exits_as_the_signal_would(data, tmp_
     assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2]
     assert epochs[0].status.status_code is StatusCode.UNSET, "the epoch that finished is kept"
     assert epochs[1].status.description == "terminated by SIGTERM"
+
+
+def test_sigkill_mid_epoch_leaves_a_file_that_replays_as_a_whole_tree(data, tmp_path):
+    proc = signalled(signal.SIGKILL, data, tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+    root, epochs = one_root(file_tree(tmp_path / "otel"))  # read as send and report read it
+    assert (root.status.status_code, root.status.description) == (StatusCode.ERROR, sc.UNCLOSED)
+    assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2]
+    assert epochs[0].status.status_code is StatusCode.UNSET, "the epoch that finished is kept"
+    assert epochs[1].status.description == sc.UNCLOSED
+    (run,) = otel_report.read(sorted((tmp_path / "otel").glob("*.jsonl"))).runs
+    assert run.spans[0].status == f"ERROR: {sc.UNCLOSED}", "the report shows the killed run's root"
