@@ -122,3 +122,24 @@ def test_sigkill_loses_at_most_the_last_half_second_and_the_file_repairs_the_tre
     last_recorded = max(s.end_time for s in tree.spans if s.status.status_code is StatusCode.UNSET)
     assert root.end_time == epochs[2].end_time == last_recorded, "ended at the last moment the file holds"
     assert all(sc.ATTR_OPEN not in s.attributes for s in tree.spans)
+
+
+def test_a_ddp_launch_open_when_the_telemetry_shuts_down_ends_with_the_reason(recorded, monkeypatch):
+    """The launcher's span around its workers (torch.distributed.run forwards SIGTERM to them)."""
+    from otel_callbacks import telemetry
+    from otel_callbacks.ultralytics import ddp
+
+    class Launcher:
+        world_size, args = 2, None
+
+    monkeypatch.delenv("TRACEPARENT", raising=False)
+    ddp._start(Launcher())
+    assert "TRACEPARENT" in os.environ, "handed to the workers"
+    telemetry.current().shutdown(reason="terminated by SIGTERM")
+    (launch,) = recorded.spans("train")
+    assert launch.attributes[sc.ATTR_LAUNCHER] is True
+    assert (launch.status.status_code, launch.status.description) == (
+        StatusCode.ERROR,
+        "terminated by SIGTERM",
+    )
+    assert "TRACEPARENT" not in os.environ, "the environment as it was"

@@ -8,12 +8,15 @@ out of memory in the   raises                               halves the batch (up
 first epoch                                                 fires ``on_train_epoch_start`` again
                                                             for the same epoch, no end events
 non-finite loss after  reloads last.pt when the loss *and*  reloads last.pt when the loss *or* the
-validation (not the    the fitness are bad; the same epoch  fitness is bad; the same epoch starts
-first epoch)           starts again, no end events          again, no end events
+validation (not the    the fitness are bad (NaN, or 0 after fitness is bad; the same epoch starts
+first epoch)           a better one); the same epoch        again, no end events
+                       starts again, no end events
 ``teardown``           after a successful training only     in a ``finally``: after a crash too,
                                                             with the exception propagating
 ``time=``, patience,   break after ``on_fit_epoch_end``,    the same; ``trainer.stop`` also breaks
 ``trainer.stop``       then the final evaluation            between batches
+events of its own      ``on_batch_end`` inside each batch   none
+                       (a firing like any custom event's)
 =====================  ===================================  =======================================
 
 A restarted epoch is a retry, not a failure: its abandoned attempt ends ERROR with what happened and
@@ -167,10 +170,7 @@ class Outcomes:
         run.exception = error
 
     def _end_with(self, state: EngineState, end: int, message: str, error_type: str, keep: int) -> None:
-        if state.armed is not None:
-            self._disarm(state)
-        state.pending = None
-        self._settle(state)
+        self._quiesce(state)
         while len(state.stack) > keep:
             phase = state.stack.pop()
             if phase.span is not None:

@@ -172,7 +172,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
         providers.arm_sigterm()  # chains a SIGTERM handler the application set since the last epoch
         epoch = state.epoch
         open_epoch = next((phase for phase in state.stack if phase.name == sc.PHASE_EPOCH), None)
-        if open_epoch is not None and open_epoch.epoch == epoch:
+        if open_epoch is not None and epoch is not None and open_epoch.epoch == epoch:
             self._restart_epoch(state, now)  # Ultralytics' OOM retry or NaN recovery (outcomes.py)
         elif state.top(sc.PHASE_EPOCH):
             self._abort_top(state, now, "epoch did not end before the next one started")

@@ -256,12 +256,7 @@ class PhaseTracker(PhaseMachine):
     def _abort(self, state: EngineState, reason: str) -> None:
         """End whatever is open with status ERROR and the reason; finish the run."""
         try:
-            if state.armed is not None:
-                self._disarm(state)
-            if state.pending is not None and state.in_lane_batch():
-                self._close_pending(state, state.last_end)  # its end event fired
-            state.pending = None
-            self._settle(state)
+            self._quiesce(state)
             end = state.last_end or perf_ns()
             while state.stack:
                 self._finish(state, state.stack.pop(), end, reason)
@@ -270,6 +265,16 @@ class PhaseTracker(PhaseMachine):
             state.run = None
         except Exception as exc:
             self._telemetry.report_error(exc)
+
+    def _quiesce(self, state: EngineState) -> None:
+        """Before phases end out of turn: the lane disarmed and worked out, and a lane batch whose
+        end event fired counted as finished."""
+        if state.armed is not None:
+            self._disarm(state)
+        if state.pending is not None and state.in_lane_batch():
+            self._close_pending(state, state.last_end)  # its end event fired
+        state.pending = None
+        self._settle(state)
 
     def _finish_run(self, state: EngineState, end: int) -> None:
         self._settle(state)
