@@ -44,16 +44,6 @@ def arm(shutdown: Callable[..., Any], close_runs: Callable[[str], None] | None =
             _close_runs[:] = [close_runs]
 
 
-def disarm() -> None:
-    """Give SIGTERM back its default action if our handler is still the one installed."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    with _lock:
-        if _armed and signal.getsignal(signal.SIGTERM) is _terminate:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _armed.clear()
-
-
 def _terminate(signum: int, frame: Any) -> None:
     shutdown = _armed[0] if _armed else None
     try:
