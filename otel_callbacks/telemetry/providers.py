@@ -56,7 +56,7 @@ class Telemetry:
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's file, when it is used
-        self.announced_to = output if output is not None and traces_to_file else None
+        self.announced_to = output if traces_to_file else None
         """The file that gets a record of each long phase as it opens, when traces go to it."""
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
@@ -152,7 +152,10 @@ class Telemetry:
 
     def close_runs(self, reason: str) -> None:
         """Run the shutdown hooks now and keep them: what is open ends with the reason."""
-        for hook in list(self._shutdown_hooks):
+        self._run_hooks(list(self._shutdown_hooks), reason)
+
+    def _run_hooks(self, hooks: list[Callable[[str], None]], reason: str) -> None:
+        for hook in hooks:
             try:
                 hook(reason)
             except Exception as exc:
@@ -165,11 +168,7 @@ class Telemetry:
         Shutting a meter provider down collects once more, which flushes the buffered durations.
         """
         hooks, self._shutdown_hooks = self._shutdown_hooks, []
-        for hook in hooks:
-            try:
-                hook(reason)
-            except Exception as exc:
-                self.report_error(exc)
+        self._run_hooks(hooks, reason)
         owned, self.owned = self.owned, []
         if not owned:
             return True

@@ -29,7 +29,7 @@ _armed: list[Callable[..., Any]] = []  # the shutdown function while our handler
 _close_runs: list[Callable[[str], None]] = []  # what a chained handler's exit runs first
 
 
-def arm(shutdown: Callable[..., Any], close_runs: Callable[[str], None] | None = None) -> None:
+def arm(shutdown: Callable[..., Any], close_runs: Callable[[str], None]) -> None:
     """Install the handler where SIGTERM has its default action; chain one set after ours."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -40,8 +40,7 @@ def arm(shutdown: Callable[..., Any], close_runs: Callable[[str], None] | None =
             signal.signal(signal.SIGTERM, _terminate)
         elif _armed and current is not _terminate and callable(current) and not isinstance(current, _Chained):
             signal.signal(signal.SIGTERM, _Chained(current))
-        if close_runs is not None:
-            _close_runs[:] = [close_runs]
+        _close_runs[:] = [close_runs]
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -91,19 +91,19 @@ def _start(trainer: Any) -> None:
         os.environ["OTEL_CALLBACKS_DIR"] = str(tel.output.path.parent.resolve())
     key = id(trainer)
     _launches[key] = (span, previous)
-    tel.on_shutdown(lambda reason: _end(key, RuntimeError(reason), abandoned=True))
+    tel.on_shutdown(lambda reason: _end(key, None, abandoned=reason))
 
 
-def _end(key: int, error: BaseException | None, abandoned: bool = False) -> None:
-    """The launch's end: the workers' exit, an exception, or (``abandoned``) the telemetry shutting
-    down while the workers run (SIGTERM: torch.distributed.run forwards it to them)."""
+def _end(key: int, error: BaseException | None, abandoned: str | None = None) -> None:
+    """The launch's end: the workers' exit, an exception, or the telemetry shutting down while the
+    workers run (``abandoned``: its reason; SIGTERM: torch.distributed.run forwards it to them)."""
     launch = _launches.pop(key, None)
     if launch is None:
         return
     span, previous = launch
     restore_environment(os.environ, previous)
-    if abandoned:
-        span.set_status(Status(StatusCode.ERROR, str(error)))
+    if abandoned is not None:
+        span.set_status(Status(StatusCode.ERROR, abandoned))
     elif isinstance(error, subprocess.CalledProcessError):
         span.set_attribute(sc.ATTR_EXIT_CODE, error.returncode)
         span.set_status(Status(StatusCode.ERROR, f"the workers exited with status {error.returncode}"))
