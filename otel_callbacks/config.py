@@ -99,6 +99,16 @@ def instrumentation_enabled(env: Mapping[str, str] | None = None) -> bool:
         return True
 
 
+INSTALL_SWITCH = "OTEL_CALLBACKS_INSTALL"
+"""True in a process's environment: ``otel_callbacks.install()`` runs at its start (with the package's
+bootstrap directory on ``PYTHONPATH``, ``ultralytics/launch.py``). Launchers hand it to children."""
+
+
+def install_requested(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process should install otel_callbacks at start; an invalid value raises."""
+    return _bool(os.environ if env is None else env, INSTALL_SWITCH, False)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Internal thresholds, not read from the environment: every buffer and sample is bounded by

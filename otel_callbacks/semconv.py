@@ -33,6 +33,19 @@ ATTR_RESTART_REASON = "ultralytics.restart.reason"  # an epoch restart's: RESTAR
 ATTR_STOP_REASON = "ultralytics.stop.reason"  # the root's, when it stopped early: STOP_*
 ATTR_EPOCHS_COMPLETED = "ultralytics.epochs.completed"  # the root's: the last epoch that ended
 ATTR_MESSAGE = "message"  # the words of a restart or early stop event
+# Sweeps (model.tune(), Ray Tune, MultiTrainer) and resumed runs (ultralytics/sweeps.py, raytune.py).
+ATTR_TUNE_ITERATIONS = "ultralytics.tune.iterations"  # the tune root's: iterations (trials) planned
+ATTR_TUNE_SPACE = "ultralytics.tune.space"  # the tune root's: the search space's keys
+ATTR_TUNE_ITERATION = "ultralytics.tune.iteration"  # an iteration's number, from 1
+ATTR_TUNE_BEST_ITERATION = "ultralytics.tune.best_iteration"  # the tune root's, and a link to that span
+ATTR_TUNE_BEST_FITNESS = "ultralytics.tune.best_fitness"
+ATTR_TRIAL_ID = "ultralytics.tune.trial_id"  # a Ray Tune trial's: on its span and its worker's resource
+ATTR_TRIAL_STATUS = "ultralytics.tune.trial.status"  # TRIAL_*: how a trial ended
+ATTR_DATASETS = "ultralytics.datasets"  # a MultiTrainer's: the datasets' file names, in order
+ATTR_FAILED_DATASETS = "ultralytics.datasets.failed"
+ATTR_RESUME_EPOCH = "ultralytics.resume.epoch"  # a resumed run's root: the first epoch it trains
+ATTR_RESUME_TRACE_ID = "ultralytics.resume.trace_id"  # and the trace it continues (also a span link)
+HYPERPARAMETER_PREFIX = "ultralytics.hyp."  # an iteration's or trial's hyperparameters: + its key
 # The embedded file's record of a phase as it opens (end = start); its finished span replaces it, and
 # where none came (SIGKILL) `send` and `report` end it ERROR with UNCLOSED (telemetry/otlp_file.py).
 ATTR_OPEN = "otel_callbacks.open"
@@ -79,6 +92,10 @@ RESTART_OUT_OF_MEMORY = "out_of_memory"  # 8.4's OOM auto-retry: batch halved, f
 RESTART_NAN = "nan_recovery"  # a non-finite loss or fitness: last.pt reloaded, the epoch redone
 RESTART_OTHER = "other"  # the same epoch started again for a reason the trainer does not show
 RESTART_REASONS = (RESTART_OUT_OF_MEMORY, RESTART_NAN, RESTART_OTHER)
+# Values of ATTR_TRIAL_STATUS.
+TRIAL_COMPLETED = "completed"
+TRIAL_STOPPED = "stopped"  # by the scheduler (ASHA) or the sweep's end: not a failure
+TRIAL_FAILED = "failed"
 # Values of ATTR_STOP_REASON.
 STOP_TIME_LIMIT = "time_limit"  # the time= argument (hours)
 STOP_EARLY_STOPPING = "early_stopping"  # patience epochs without a better fitness
@@ -118,6 +135,10 @@ PHASE_PREDICT = "predict"
 PHASE_PREDICT_BATCH = "predict_batch"
 PHASE_EXPORT = "export"
 PHASE_VAL_BATCH = "val_batch"
+PHASE_TUNE = "tune"  # a whole sweep: model.tune(), with or without Ray
+PHASE_ITERATION = "iteration"  # one of Ultralytics' Tuner iterations
+PHASE_TRIAL = "trial"  # one Ray Tune trial
+PHASE_MULTITRAIN = "multitrain"  # MultiTrainer: one base model trained on each of a list of datasets
 # Gaps that two of the trainer's hooks bound, named by what Ultralytics 8.4's trainer does there.
 PHASE_CLEAR_MEMORY = "clear_memory"  # EMA attributes and gc between an epoch's end and its val
 PHASE_CHECKPOINT = "checkpoint"  # save_metrics and save_model (last.pt, best.pt) before on_model_save

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -112,15 +112,18 @@ class SpanStarter:
         context: Any = None,
         attributes: Mapping[str, Any] | None = None,
         start_time: int | None = None,
+        links: Sequence[Link] = (),
     ) -> trace.Span:
         pipeline = self._pipeline
-        if pipeline is not None:
+        if pipeline is not None and not links:  # a span with links (rare) is the SDK's
             if pipeline.processor._span_processors is not pipeline.processors:  # one was added
                 pipeline = self._pipeline = _pipeline(self.tracer)
             parent = trace.get_current_span(context).get_span_context()
             if pipeline is not None and parent.trace_flags.sampled and not parent.is_remote:
                 return DirectSpan(self.tracer, pipeline, name, parent, attributes, start_time)
-        return self.tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+        return self.tracer.start_span(
+            name, context=context, attributes=attributes, start_time=start_time, links=links
+        )
 
 
 class DirectSpan(trace.Span):

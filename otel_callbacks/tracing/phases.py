@@ -22,6 +22,7 @@ from .engines import RUN_PHASES, EngineState, Phase
 from .gaps import Gaps
 from .outcomes import Outcomes
 from .results import epoch_results, run_attributes, val_results
+from .resume import leave_mark, resume_epoch, resumed_run
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -65,12 +66,12 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
     # Opening and closing ------------------------------------------------------------------
 
     def _open(
-        self, state: EngineState, name: str, now: int, parent: Context | None, **attributes: Any
+        self, state: EngineState, name: str, now: int, parent: Context | None, links=(), **attributes: Any
     ) -> None:
         span = None
         if state.sampled or name not in _SAMPLED_PHASES:
             attributes[sc.ATTR_PHASE] = name
-            span = self._tracer.start_span(name, context=parent, attributes=attributes, start_time=wall(now))
+            span = self._tracer.start_span(name, parent, attributes, wall(now), links)
             if state.run is not None:
                 state.run.spans += 1
             if name in _ANNOUNCED:
@@ -156,15 +157,21 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
         attributes = run_attributes(trainer)
         state.run.planned_epochs = attributes.get(sc.RUN_ATTRIBUTES["epochs"])
         state.run.outer_exception = self.propagating()  # handled around model.train(): not its crash
-        self._open(state, sc.PHASE_TRAIN, now, self._root_parent(), **attributes, **self._ranks)
+        links, resumed = resumed_run(trainer)
+        attributes.update(resumed)
+        self._open(state, sc.PHASE_TRAIN, now, self._root_parent(), links, **attributes, **self._ranks)
         if setup:
             self._open(state, sc.PHASE_SETUP, now, state.innermost())
+        if self._rank == 0:  # last: a file error is reported by the caller, the phases are open
+            leave_mark(trainer, state.stack[0].span)
 
     def _setup_end(self, state: EngineState, now: int) -> None:
         """A DDP worker of rank 1 and up starts here: Ultralytics fires on_pretrain_routine_start on
         rank 0 only. Its run starts now, with no setup phase (its setup went unobserved)."""
         if any(phase.name == sc.PHASE_TRAIN for phase in state.stack):
             self._end(state, sc.PHASE_SETUP)
+            if state.stack[0].span is not None:
+                state.stack[0].span.set_attributes(resume_epoch(state.ref()))
         else:
             self._train_start(state, now, setup=False)
 

@@ -9,7 +9,7 @@ predictor and exporter created afterwards.
 from __future__ import annotations
 
 from ..registry import get_default_callbacks
-from . import ddp, train
+from . import ddp, sweeps, train
 from .defaults import NAMES, lock, modules, originals
 from .integrations import add_integration_callbacks
 
@@ -29,6 +29,7 @@ def install() -> None:
                 setattr(module, name, ours[name])
     ddp.install()
     train.install()
+    sweeps.install()
 
 
 def uninstall() -> None:
@@ -39,3 +40,4 @@ def uninstall() -> None:
         originals.clear()
     ddp.uninstall()
     train.uninstall()
+    sweeps.uninstall()

@@ -1,0 +1,187 @@
+"""Sweeps and resumed runs as traces, on real tiny trainings in subprocesses: ``model.tune()`` (its
+``yolo train`` children instrumented through the launcher's environment, one of them failing for
+real), MultiTrainer with two datasets, and a training interrupted then resumed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+from otel_callbacks import semconv as sc
+from otel_callbacks.apps import demo
+from tests.e2e.test_training_faults import file_tree
+
+ultralytics = pytest.importorskip("ultralytics")
+from tests.e2e.versions import ULTRALYTICS_8_4  # noqa: E402
+
+ARGS = "imgsz=32, batch=4, device='cpu', workers=0, plots=False, exist_ok=True, seed=0, deterministic=True"
+
+TUNE = f"""
+import sys
+import otel_callbacks
+otel_callbacks.install()
+from ultralytics import YOLO
+YOLO("yolo11n.yaml").tune(data=sys.argv[1], epochs=1, iterations=3, project=sys.argv[2], name="tune", {ARGS})
+"""
+
+# A second sitecustomize on the children's path, run after otel_callbacks' own (which chains to it):
+# in the second instrumented training the loss raises, so that iteration fails for real.
+FAIL_SECOND_TRAINING = """
+import os
+if os.environ.get("OTEL_CALLBACKS_INSTALL") == "true":
+    with open(os.environ["TRAININGS_COUNTED_IN"], "a") as counter:
+        counter.write("x")
+    if os.path.getsize(os.environ["TRAININGS_COUNTED_IN"]) == 2:
+        from ultralytics.nn import tasks
+
+        def loss(self, batch, preds=None):
+            raise ValueError("loss exploded (raised by the test)")
+
+        tasks.BaseModel.loss = loss
+"""
+
+MULTITRAIN = f"""
+import sys
+import otel_callbacks
+otel_callbacks.install()
+from ultralytics import YOLO
+YOLO("yolo11n.yaml").train(data=[sys.argv[1], sys.argv[2]], epochs=1, project=sys.argv[3], {ARGS})
+"""
+
+# Interrupted (Ctrl-C) at the start of its second epoch, after last.pt of the first; then resumed.
+RESUME = f"""
+import sys
+import otel_callbacks
+otel_callbacks.install()
+from ultralytics import YOLO
+
+def interrupt(trainer):
+    if trainer.epoch == 1:
+        raise KeyboardInterrupt
+
+model = YOLO("yolo11n.yaml")
+model.add_callback("on_train_epoch_start", interrupt)
+try:
+    model.train(data=sys.argv[1], epochs=3, project=sys.argv[2], name="run", {ARGS})
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+YOLO(sys.argv[2] + "/run/weights/last.pt").train(resume=True)
+print("RESUMED", flush=True)
+"""
+
+
+def run(script: str, *args: str, tmp_path: Path, **env: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={
+            **os.environ,
+            "OTEL_CALLBACKS_DIR": str(tmp_path / "otel"),
+            "OTEL_CALLBACKS_SUMMARY": "false",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def one_root(tree, name):
+    roots = [s for s in tree.spans if s.parent is None]
+    assert [r.name for r in roots] == [name], "one root"
+    orphans = [s.name for s in tree.spans if s.parent is not None and tree.parent(s) is None]
+    assert not orphans, f"orphans: {orphans}"
+    return roots[0]
+
+
+def children(tree, span, name):
+    found = [s for s in tree.spans if tree.parent(s) is span and s.name == name]
+    return sorted(found, key=lambda s: s.start_time)
+
+
+def trainings_under(tree, span):
+    """The training roots inside ``span`` (8.4's Tuner trains through a MultiTrainer span)."""
+    trainings = children(tree, span, sc.PHASE_TRAIN)
+    for multitrain in children(tree, span, sc.PHASE_MULTITRAIN):
+        trainings += children(tree, multitrain, sc.PHASE_TRAIN)
+    return trainings
+
+
+def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(data, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(FAIL_SECOND_TRAINING)
+    run(
+        TUNE,
+        str(data),
+        str(tmp_path / "runs"),
+        tmp_path=tmp_path,
+        PYTHONPATH=str(site),
+        TRAININGS_COUNTED_IN=str(tmp_path / "trainings"),
+    )
+    assert (tmp_path / "trainings").read_text() == "xxx", "each iteration's child was instrumented, once"
+    tree = file_tree(tmp_path / "otel")
+    root = one_root(tree, sc.PHASE_TUNE)
+    assert root.status.status_code is StatusCode.UNSET, "a failed iteration does not fail the sweep"
+    assert root.attributes[sc.ATTR_TUNE_ITERATIONS] == 3
+    assert "lr0" in root.attributes[sc.ATTR_TUNE_SPACE]
+    assert root.attributes[sc.RUN_ATTRIBUTES["data"]] == "data.yaml"
+    iterations = children(tree, root, sc.PHASE_ITERATION)
+    assert [i.attributes[sc.ATTR_TUNE_ITERATION] for i in iterations] == [1, 2, 3]
+    for iteration in iterations:
+        assert sc.HYPERPARAMETER_PREFIX + "lr0" in iteration.attributes
+        (training,) = trainings_under(tree, iteration)
+        assert training.attributes[sc.RUN_ATTRIBUTES["epochs"]] == 1
+    ok, failed = [iterations[0], iterations[2]], iterations[1]
+    if ULTRALYTICS_8_4:
+        for iteration in ok:
+            assert iteration.status.status_code is StatusCode.UNSET
+            assert iteration.attributes[sc.result_attribute("fitness")] >= 0
+            assert sc.result_attribute("metrics/mAP50-95(B)") in iteration.attributes
+        assert failed.status.status_code is StatusCode.ERROR
+        assert failed.status.description.startswith("training failed on ")
+        best = root.attributes[sc.ATTR_TUNE_BEST_ITERATION]
+        assert best in (1, 3)
+        assert root.attributes[sc.ATTR_TUNE_BEST_FITNESS] == iterations[best - 1].attributes["ultralytics.fitness"]
+        (link,) = root.links
+        assert link.context.span_id == iterations[best - 1].context.span_id
+    (crashed,) = trainings_under(tree, failed)
+    assert crashed.status.status_code is StatusCode.ERROR
+    assert crashed.status.description == "ValueError: loss exploded (raised by the test)"
+
+
+@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="MultiTrainer (a list of datasets) is new in Ultralytics 8.4")
+def test_a_multitrainer_is_one_root_with_a_training_per_dataset(data, tmp_path):
+    other = demo.make_dataset(tmp_path / "other")
+    run(MULTITRAIN, str(data), str(other), str(tmp_path / "runs"), tmp_path=tmp_path)
+    tree = file_tree(tmp_path / "otel")
+    root = one_root(tree, sc.PHASE_MULTITRAIN)
+    assert root.status.status_code is StatusCode.UNSET
+    assert root.attributes[sc.ATTR_DATASETS] == ("data.yaml", "data.yaml")
+    trainings = children(tree, root, sc.PHASE_TRAIN)
+    assert len(trainings) == 2
+    assert all(t.status.status_code is StatusCode.UNSET for t in trainings)
+    assert all(len(children(tree, t, sc.PHASE_EPOCH)) == 1 for t in trainings)
+
+
+def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
+    stdout = run(RESUME, str(data), str(tmp_path / "runs"), tmp_path=tmp_path)
+    assert "INTERRUPTED" in stdout and "RESUMED" in stdout
+    tree = file_tree(tmp_path / "otel")
+    first, resumed = sorted((s for s in tree.spans if s.parent is None), key=lambda s: s.start_time)
+    assert first.status.description == "interrupted (KeyboardInterrupt)"
+    assert resumed.status.status_code is StatusCode.UNSET
+    (link,) = resumed.links
+    assert (link.context.trace_id, link.context.span_id) == (first.context.trace_id, first.context.span_id)
+    assert resumed.attributes[sc.ATTR_RESUME_TRACE_ID] == format(first.context.trace_id, "032x")
+    assert resumed.attributes[sc.ATTR_RESUME_EPOCH] == 2
+    epochs = [e.attributes[sc.ATTR_EPOCH] for e in children(tree, resumed, sc.PHASE_EPOCH)]
+    assert epochs == [2, 3], "Ultralytics' numbering"
+    assert (tmp_path / "runs" / "run" / "weights" / "otel_trace.json").exists()
