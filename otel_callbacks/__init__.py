@@ -40,6 +40,7 @@ from .telemetry import configure, metric_views, shutdown
 from .tracing import InstrumentedCallback, instrument
 from .ultralytics.dropin import install, uninstall
 from .ultralytics.integrations import add_integration_callbacks
+from .ultralytics.raytune import ray_runtime_env
 from .version import __version__
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "on_val_end",
     "on_val_start",
     "optimizer_step",
+    "ray_runtime_env",
     "shutdown",
     "teardown",
     "uninstall",

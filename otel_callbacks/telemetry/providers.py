@@ -161,6 +161,13 @@ class Telemetry:
             except Exception as exc:
                 self.report_error(exc)
 
+    def force_flush(self, timeout: float) -> None:
+        """Export what the providers built here hold now (before a process that may be killed soon
+        exits: a Ray worker whose trial ended)."""
+        for provider in self.owned:
+            with contextlib.suppress(Exception):
+                provider.force_flush(int(timeout * 1000))
+
     def shutdown(self, timeout: float | None = None, reason: str = "process exit") -> bool:
         """Flush and shut down what this module built, waiting at most ``timeout`` seconds; whether
         that finished in time.

@@ -82,6 +82,8 @@ def stop_reason(trainer: Any, planned: Any) -> tuple[str, str] | None:
 def crash_message(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
+    if isinstance(error, SystemExit):  # sys.exit(), or Ray Tune ending a trial in tune.report
+        return f"exited (SystemExit {error.code})"
     return f"{type(error).__qualname__}: {error}"
 
 

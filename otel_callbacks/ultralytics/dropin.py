@@ -9,7 +9,7 @@ predictor and exporter created afterwards.
 from __future__ import annotations
 
 from ..registry import get_default_callbacks
-from . import ddp, sweeps, train
+from . import ddp, raytune, sweeps, train
 from .defaults import NAMES, lock, modules, originals
 from .integrations import add_integration_callbacks
 
@@ -30,6 +30,7 @@ def install() -> None:
     ddp.install()
     train.install()
     sweeps.install()
+    raytune.install()
 
 
 def uninstall() -> None:
@@ -41,3 +42,4 @@ def uninstall() -> None:
     ddp.uninstall()
     train.uninstall()
     sweeps.uninstall()
+    raytune.uninstall()

@@ -149,7 +149,10 @@ def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(data, t
         assert failed.status.description.startswith("training failed on ")
         best = root.attributes[sc.ATTR_TUNE_BEST_ITERATION]
         assert best in (1, 3)
-        assert root.attributes[sc.ATTR_TUNE_BEST_FITNESS] == iterations[best - 1].attributes["ultralytics.fitness"]
+        assert (
+            root.attributes[sc.ATTR_TUNE_BEST_FITNESS]
+            == iterations[best - 1].attributes["ultralytics.fitness"]
+        )
         (link,) = root.links
         assert link.context.span_id == iterations[best - 1].context.span_id
     (crashed,) = trainings_under(tree, failed)
