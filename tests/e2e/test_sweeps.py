@@ -123,7 +123,7 @@ def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(data, t
         str(data),
         str(tmp_path / "runs"),
         tmp_path=tmp_path,
-        PYTHONPATH=str(site),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
         TRAININGS_COUNTED_IN=str(tmp_path / "trainings"),
     )
     assert (tmp_path / "trainings").read_text() == "xxx", "each iteration's child was instrumented, once"
