@@ -20,11 +20,6 @@ from .. import semconv as sc
 MARK = "otel_trace.json"
 
 
-def _checkpoint_dir(trainer: Any) -> Path | None:
-    wdir = getattr(trainer, "wdir", None)
-    return Path(wdir) if wdir else None
-
-
 def resumed_run(trainer: Any) -> tuple[list[Link], dict[str, Any]]:
     """The link to the run this training resumes and the root's attribute naming it; none for a new
     training, or when that run left no ids (it ran without otel_callbacks)."""
@@ -54,10 +49,11 @@ def resume_epoch(trainer: Any) -> dict[str, int]:
 
 def leave_mark(trainer: Any, span: Any) -> None:
     """Write the root's ids beside the checkpoints, for a later resume (replaced atomically)."""
-    directory = _checkpoint_dir(trainer)
+    wdir = getattr(trainer, "wdir", None)  # weights/, where last.pt goes
     context = span.get_span_context() if span is not None else None
-    if directory is None or context is None or not context.is_valid or not directory.is_dir():
+    if not wdir or context is None or not context.is_valid or not Path(wdir).is_dir():
         return
+    directory = Path(wdir)
     mark = {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
     temporary = directory / f".{MARK}.{os.getpid()}"
     temporary.write_text(json.dumps(mark))
