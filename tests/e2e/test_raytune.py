@@ -5,15 +5,11 @@ test fails: ``ray[tune]`` is a test dependency."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
-from tests.e2e.test_sweeps import children, one_root
+from tests.e2e.test_sweeps import children, one_root, run
 from tests.e2e.test_training_faults import file_tree
 
 pytest.importorskip("ultralytics")
@@ -34,19 +30,8 @@ print("SWEPT", flush=True)
 
 
 def test_a_ray_tune_sweep_is_one_trace_with_a_trial_span_each(data, tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-c", RAY_TUNE, str(data), str(tmp_path / "runs")],
-        env={
-            **os.environ,
-            "OTEL_CALLBACKS_DIR": str(tmp_path / "otel"),
-            "OTEL_CALLBACKS_SUMMARY": "false",
-            "RAY_USAGE_STATS_ENABLED": "0",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0 and "SWEPT" in out.stdout, (out.stdout + out.stderr)[-4000:]
+    stdout = run(RAY_TUNE, str(data), str(tmp_path / "runs"), tmp_path=tmp_path, RAY_USAGE_STATS_ENABLED="0")
+    assert "SWEPT" in stdout
     tree = file_tree(tmp_path / "otel")
     root = one_root(tree, sc.PHASE_TUNE)
     assert root.status.status_code is StatusCode.UNSET
