@@ -39,6 +39,7 @@ ATTR_TUNE_SPACE = "ultralytics.tune.space"  # the tune root's: the search space'
 ATTR_TUNE_ITERATION = "ultralytics.tune.iteration"  # an iteration's number, from 1
 ATTR_TUNE_BEST_ITERATION = "ultralytics.tune.best_iteration"  # the tune root's, and a link to that span
 ATTR_TUNE_BEST_FITNESS = "ultralytics.tune.best_fitness"
+ATTR_TUNE_METRIC = "ultralytics.tune.metric"  # the tune root's: the result its sweep ranks by
 ATTR_TUNE_BEST_TRIAL = "ultralytics.tune.best_trial_id"  # a Ray Tune root's: by the task's main metric
 ATTR_TRIAL_ID = "ultralytics.tune.trial_id"  # a Ray Tune trial's: on its span and its worker's resource
 ATTR_TRIAL_STATUS = "ultralytics.tune.trial.status"  # TRIAL_*: how a trial ended

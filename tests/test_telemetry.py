@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from otel_callbacks import Settings, semconv, telemetry
-from otel_callbacks.telemetry import otlp_file
+from otel_callbacks.telemetry import exporter_logs, otlp_file
 
 FIRE = """
 import otel_callbacks
@@ -334,3 +335,20 @@ def test_a_telemetry_that_cannot_start_leaves_every_callback_running(caplog):
     assert not telemetry.current().enabled, "the layer disabled itself"
     disabled = [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
     assert len(disabled) == 1 and "cannot make a meter" in disabled[0].getMessage()
+
+
+def test_an_export_failure_is_logged_once_with_one_note_under_two_telemetries_filters(caplog):
+    """Two telemetries' filters on the exporters' loggers (one shutting down as the next starts)."""
+    counts = []
+    filters = [exporter_logs.install_filter(lambda n=n: counts.append(n)) for n in (1, 2)]
+    try:
+        logger = logging.getLogger(exporter_logs.EXPORT_LOGGERS[0])
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            for _ in range(3):
+                logger.warning("Failed to export %s", "spans")
+    finally:
+        for once in filters:
+            exporter_logs.remove_filter(once)
+    (record,) = caplog.records
+    assert record.getMessage().count("logged once") == 1
+    assert sorted(counts) == [1, 1, 1, 2], "each counted once (a suppressed record stops at the first)"

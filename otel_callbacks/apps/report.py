@@ -70,6 +70,81 @@ class RunView:
 
 
 @dataclass
+class SweepRow:
+    """One iteration (``model.tune()``) or trial (Ray Tune) of a sweep."""
+
+    index: int  # its span's, in RunView.spans
+    label: str  # the iteration's number or the trial's id
+    score: float | None  # the result the sweep ranks by
+    status: str
+    hyperparameters: dict[str, Any]
+    duration_ms: float
+    time_went: list[tuple[str, float]]  # the largest shares of its time not spent in a child span
+
+
+@dataclass
+class Sweep:
+    metric: str
+    rows: list[SweepRow]  # best first; those without a score last, in order
+    varied: list[str]  # the hyperparameters whose values differ between rows
+
+
+OUTSIDE_TRAINING = "outside the training"  # a sweep step's own time: launch, start-up, bookkeeping
+_SWEEP_STEPS = (sc.PHASE_ITERATION, sc.PHASE_TRIAL)
+_LAUNCHES = (*_SWEEP_STEPS, sc.PHASE_MULTITRAIN)
+
+
+def sweep(run: RunView) -> Sweep | None:
+    """A ``tune`` run's iterations or trials as rows, best first (None for other runs)."""
+    if run.name != sc.PHASE_TUNE:
+        return None
+    metric = str(run.spans[0].attributes.get(sc.ATTR_TUNE_METRIC, "fitness"))
+    rows = []
+    for index, span in enumerate(run.spans):
+        if span.depth != 1 or span.name not in _SWEEP_STEPS:
+            continue
+        a = span.attributes
+        score = None if span.status else a.get(sc.result_attribute(metric))  # a failed one's is no result
+        label = a.get(sc.ATTR_TUNE_ITERATION, a.get(sc.ATTR_TRIAL_ID, index))
+        status = span.status or str(a.get(sc.ATTR_TRIAL_STATUS, "OK"))
+        hyp = {
+            k[len(sc.HYPERPARAMETER_PREFIX) :]: v
+            for k, v in a.items()
+            if k.startswith(sc.HYPERPARAMETER_PREFIX)
+        }
+        own = own_times(run.spans, index)
+        went = [(name, 100 * ms / max(span.duration_ms, 1e-9)) for name, ms in own.most_common(3)]
+        rows.append(SweepRow(index, str(label), score, status, hyp, span.duration_ms, went))
+    rows.sort(key=lambda r: (r.score is None, -(r.score or 0.0)))
+    names = dict.fromkeys(k for r in rows for k in r.hyperparameters)
+    varied = [k for k in names if len({repr(r.hyperparameters.get(k)) for r in rows}) > 1]
+    return Sweep(metric, rows, varied)
+
+
+def own_times(spans: list[SpanView], first: int) -> Counter:
+    """Over the subtree of ``spans[first]``: each name's time not spent in a child span (callbacks
+    together, the launching spans' as OUTSIDE_TRAINING), so that the values add up to its duration."""
+    top = spans[first].depth
+    last = first + 1
+    while last < len(spans) and spans[last].depth > top:
+        last += 1
+    in_children = [0.0] * (last - first)
+    parents: dict[int, int] = {}  # depth -> the latest span seen there (spans are depth first)
+    for index in range(first, last):
+        depth = spans[index].depth
+        parents[depth] = index
+        if depth > top:
+            in_children[parents[depth - 1] - first] += spans[index].duration_ms
+    own: Counter = Counter()
+    for index in range(first, last):
+        span = spans[index]
+        name = span.name if span.is_phase else "callbacks"
+        name = OUTSIDE_TRAINING if name in _LAUNCHES else name
+        own[name] += max(span.duration_ms - in_children[index - first], 0.0)
+    return own
+
+
+@dataclass
 class CallbackRow:
     mode: str
     event: str

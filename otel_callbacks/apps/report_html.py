@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from .. import semconv as sc
-from .report import Report, RunView
+from .report import Report, RunView, SweepRow, sweep
 
 _COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error": "#e45756"}
 _CONFIG = {"displaylogo": False, "responsive": True, "showLink": False}
@@ -179,10 +179,11 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
         if name in plots
     )
     started = html.escape(str(run.started))
+    steps = _sweep_table(key, run)
     return f"""<section id="{key}" class="run" data-run="{html.escape(run.name)}">
 <h2>{html.escape(run.name)} run <small>{run.duration_ms / 1e3:.3f} s · service {html.escape(run.service)}
 · started <span class="ts" data-ns="{started}"></span></small></h2>
-<table class="attrs">{attributes}</table>
+<table class="attrs">{attributes}</table>{steps}
 <h3>Waterfall <small>(drag to zoom, double-click to reset, click a bar for its details)</small></h3>
 <div id="{key}-waterfall" class="waterfall"></div>
 <pre id="{key}-detail" class="detail">click a span</pre>
@@ -192,6 +193,34 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
 <th>% run</th></tr></thead><tbody>{phases}</tbody></table>
 <div class="plots">{divs}</div>
 </section>"""
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _sweep_table(key: str, run: RunView) -> str:
+    found = sweep(run)
+    if found is None:
+        return ""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in found.varied)
+    rows = "".join(_sweep_row(key, row, found.varied, best=n == 0) for n, row in enumerate(found.rows))
+    return (
+        f"<h3>Sweep <small>(best first; click a row for its place in the waterfall)</small></h3>"
+        f"<table class='sortable sweep'><thead><tr><th>step</th><th>{html.escape(found.metric)}</th>"
+        f"<th>status</th><th>duration s</th><th>where the time went</th>{head}</tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _sweep_row(key: str, row: SweepRow, varied: list[str], best: bool) -> str:
+    marked = " class='best'" if best and row.score is not None else ""
+    went = " · ".join(f"{name} {share:.0f}%" for name, share in row.time_went)
+    score = "" if row.score is None else _value(row.score)
+    cells = [row.label, score, row.status, f"{row.duration_ms / 1e3:.1f}", went]
+    cells += [_value(row.hyperparameters.get(name, "")) for name in varied]
+    tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+    return f"<tr onclick='focusSpan(\"{key}\", {row.index}, 0.02)'{marked}>{tds}</tr>"
 
 
 def _callback_table(report: Report) -> str:
@@ -218,6 +247,8 @@ td, th {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
 .detail {{ background: #f7f7f7; padding: .5em; max-height: 16em; overflow: auto; }}
 .plots {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); }}
 section.run {{ border-top: 3px solid #4c78a8; margin-top: 2em; }}
+table.sweep tbody tr {{ cursor: pointer; }}
+table.sweep tr.best {{ font-weight: bold; }}
 </style>
 <script>{plotly}</script></head><body>
 <h1>otel-callbacks report</h1>
@@ -228,9 +259,9 @@ section.run {{ border-top: 3px solid #4c78a8; margin-top: 2em; }}
 const CONFIG = {config};
 const DETAILS = {details};
 function draw(div, figure) {{ Plotly.newPlot(div, figure.data, figure.layout, CONFIG); }}
-function focusSpan(run, index) {{
+function focusSpan(run, index, margin = 2) {{
   const span = DETAILS[run][index];
-  const pad = Math.max(span.duration_ms * 2, 1);
+  const pad = Math.max(span.duration_ms * margin, 1);
   const range = [span.start_ms - pad, span.start_ms + span.duration_ms + pad];
   Plotly.relayout(run + "-waterfall", {{"xaxis.range": range}});
   document.getElementById(run + "-detail").textContent = JSON.stringify(span, null, 2);

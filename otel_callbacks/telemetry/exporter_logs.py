@@ -37,12 +37,14 @@ class OncePerKind(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         self._count()
-        key = (record.name, record.msg)
+        note = f" ({_ONCE})"
+        noted = isinstance(record.msg, str) and record.msg.endswith(note)  # by another one's filter
+        key = (record.name, record.msg[: -len(note)] if noted else record.msg)
         with self._lock:
             first = key not in self._seen
             self._seen.add(key)
-        if first:
-            record.msg = f"{record.msg} ({_ONCE})"
+        if first and not noted:
+            record.msg = f"{record.msg}{note}"
         return first
 
 

@@ -99,7 +99,9 @@ def start(
             parent = None
         else:
             parent = environment_context()
-        span = tel.tracer.start_span(name, context=parent, attributes={**attributes}, links=links)
+        span = tel.tracer.start_span(
+            name, context=parent, attributes={sc.ATTR_PHASE: name, **attributes}, links=links
+        )
         tel.announce(span)  # a killed launcher leaves it in the file (repaired when read)
         previous = inject_environment(span, os.environ)
         if tel.output is not None:  # children write their files beside this one

@@ -28,7 +28,7 @@ from ..telemetry import providers
 from ..telemetry.propagation import environment_context, inject_environment
 from ..tracing.outcomes import crash_message
 from . import launch, train
-from .sweeps import hyperparameters
+from .sweeps import hyperparameters, task_metric
 
 _lock = threading.Lock()
 _original: list[Any] = []  # ultralytics.utils.tuner.run_ray_tune while installed
@@ -66,7 +66,7 @@ def run_trial(trainable: Callable[[Any], Any], config: Any, carrier: dict[str, s
     if not tel.enabled:
         return trainable(config)
     numbers = {k: v for k, v in dict(config).items() if isinstance(v, (int, float))}
-    attributes = {sc.ATTR_TRIAL_ID: trial_id, **hyperparameters(numbers)}
+    attributes = {sc.ATTR_PHASE: sc.PHASE_TRIAL, sc.ATTR_TRIAL_ID: trial_id, **hyperparameters(numbers)}
     span = tel.tracer.start_span(sc.PHASE_TRIAL, context=environment_context(carrier), attributes=attributes)
     tel.announce(span)
     reported: dict[str, Any] = {}
@@ -125,9 +125,7 @@ def _trial_function(
 def _best(results: Any, task: Any) -> dict[str, Any]:
     """The root's best trial, by the task's main metric (the one Ultralytics' scheduler ranks by)."""
     try:
-        from ultralytics.cfg import TASK2METRIC
-
-        best = results.get_best_result(metric=TASK2METRIC[task], mode="max")
+        best = results.get_best_result(metric=task_metric(task), mode="max")
         fitness = best.metrics.get("fitness")
         found = {sc.ATTR_TUNE_BEST_TRIAL: str(best.metrics["trial_id"])}
         return {**found, sc.ATTR_TUNE_BEST_FITNESS: float(fitness)} if fitness is not None else found
@@ -152,6 +150,8 @@ def _run_ray_tune(original: Callable[..., Any]) -> Callable[..., Any]:
             sc.ATTR_TUNE_ITERATIONS: int(arguments.get("iterations") or 0),
             sc.ATTR_TUNE_SPACE: [str(key) for key in arguments.get("space") or {}],
         }
+        if metric := task_metric(getattr(model, "task", None)):
+            attributes[sc.ATTR_TUNE_METRIC] = metric
         if isinstance(data, str):
             attributes[sc.RUN_ATTRIBUTES["data"]] = data.replace("\\", "/").rsplit("/", 1)[-1]
         root = launch.start(sc.PHASE_TUNE, attributes, install=False)

@@ -39,13 +39,20 @@ def hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main_metric(task: Any, per_dataset: dict[str, Any]) -> dict[str, float]:
-    """The task's main metric (mAP50-95 for detect), averaged over the datasets that have it."""
+def task_metric(task: Any) -> str | None:
+    """The task's main metric (``metrics/mAP50-95(B)`` for detect), as Ultralytics names it."""
     try:
         from ultralytics.cfg import TASK2METRIC
 
-        key = TASK2METRIC[task]
-    except (ImportError, KeyError):
+        return TASK2METRIC[task]
+    except (ImportError, KeyError, TypeError):
+        return None
+
+
+def main_metric(task: Any, per_dataset: dict[str, Any]) -> dict[str, float]:
+    """The task's main metric, averaged over the datasets that have it."""
+    key = task_metric(task)
+    if key is None:
         return {}
     values = [float(m[key]) for m in per_dataset.values() if isinstance(m, dict) and key in m]
     return {sc.result_attribute(key): sum(values) / len(values)} if values else {}
@@ -62,6 +69,7 @@ class _Sweep:
             **run_attributes(tuner),
             sc.ATTR_TUNE_ITERATIONS: iterations,
             sc.ATTR_TUNE_SPACE: [str(key) for key in space],
+            sc.ATTR_TUNE_METRIC: "fitness",
         }
         attributes.pop(sc.RUN_ATTRIBUTES["epochs"], None)  # each iteration's, on its training
         self.root = launch.start(sc.PHASE_TUNE, attributes)

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
+from otel_callbacks.apps import report as otel_report
 from tests.e2e.test_sweeps import children, one_root, run
 from tests.e2e.test_training_faults import file_tree
 
@@ -49,3 +50,11 @@ def test_a_ray_tune_sweep_is_one_trace_with_a_trial_span_each(data, tmp_path):
         (training,) = children(tree, trial, sc.PHASE_TRAIN)
         assert len(children(tree, training, sc.PHASE_EPOCH)) == 2
         assert training.resource.attributes[sc.ATTR_TRIAL_ID] == trial.attributes[sc.ATTR_TRIAL_ID]
+    (run_view,) = otel_report.read(sorted((tmp_path / "otel").glob("*.jsonl"))).runs
+    table = otel_report.sweep(run_view)
+    assert table.metric == root.attributes[sc.ATTR_TUNE_METRIC] == "metrics/mAP50-95(B)"
+    scores = [r.score for r in table.rows]
+    assert scores == sorted(scores, reverse=True), "best first"
+    (best,) = [r for r in table.rows if r.label == root.attributes[sc.ATTR_TUNE_BEST_TRIAL]]
+    assert best.score == scores[0]
+    assert {r.status for r in table.rows} == {sc.TRIAL_COMPLETED} and table.varied == ["lr0"]

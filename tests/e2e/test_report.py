@@ -50,7 +50,12 @@ def browser_available():
         pytest.skip("chromium is not installed (apt-get install -y --no-install-recommends chromium)")
 
 
-def open_page(page_path: Path, screenshot: Path | None = None, timeout_ms: int = 120_000):
+def open_page(
+    page_path: Path,
+    screenshot: Path | None = None,
+    timeout_ms: int = 120_000,
+    click: str = "section.run .noteworthy a",  # a slow or failed invocation: its place and details
+):
     """Load the page from file://; what it logged, what it requested, and what it shows."""
     from playwright.sync_api import sync_playwright
 
@@ -74,8 +79,11 @@ def open_page(page_path: Path, screenshot: Path | None = None, timeout_ms: int =
                 "phases": page.eval_on_selector_all(
                     "table.phases tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
                 ),
+                "sweep": page.eval_on_selector_all(
+                    "table.sweep tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+                ),
             }
-            page.click("section.run .noteworthy a")  # a slow or failed invocation: its place and details
+            page.click(click)
             shown["detail"] = page.inner_text("section.run .detail")
             if screenshot is not None:
                 page.locator("section.run").first.screenshot(path=str(screenshot))

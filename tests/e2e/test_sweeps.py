@@ -14,6 +14,8 @@ from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
 from otel_callbacks.apps import demo
+from otel_callbacks.apps import report as otel_report
+from tests.e2e.test_report import ARTIFACTS, COMMAND, browser_available, open_page
 from tests.e2e.test_training_faults import file_tree
 
 ultralytics = pytest.importorskip("ultralytics")
@@ -114,7 +116,10 @@ def trainings_under(tree, span):
     return trainings
 
 
-def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(data, tmp_path):
+@pytest.fixture(scope="module")
+def tuned(data, tmp_path_factory):
+    """The directory of a real ``model.tune(iterations=3, epochs=1)`` whose second training fails."""
+    tmp_path = tmp_path_factory.mktemp("tune")
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(FAIL_SECOND_TRAINING)
@@ -126,11 +131,16 @@ def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(data, t
         PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
         TRAININGS_COUNTED_IN=str(tmp_path / "trainings"),
     )
-    assert (tmp_path / "trainings").read_text() == "xxx", "each iteration's child was instrumented, once"
-    tree = file_tree(tmp_path / "otel")
+    return tmp_path
+
+
+def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(tuned):
+    assert (tuned / "trainings").read_text() == "xxx", "each iteration's child was instrumented, once"
+    tree = file_tree(tuned / "otel")
     root = one_root(tree, sc.PHASE_TUNE)
     assert root.status.status_code is StatusCode.UNSET, "a failed iteration does not fail the sweep"
     assert root.attributes[sc.ATTR_TUNE_ITERATIONS] == 3
+    assert root.attributes[sc.ATTR_TUNE_METRIC] == "fitness"
     assert "lr0" in root.attributes[sc.ATTR_TUNE_SPACE]
     assert root.attributes[sc.RUN_ATTRIBUTES["data"]] == "data.yaml"
     iterations = children(tree, root, sc.PHASE_ITERATION)
@@ -188,3 +198,43 @@ def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
     epochs = [e.attributes[sc.ATTR_EPOCH] for e in children(tree, resumed, sc.PHASE_EPOCH)]
     assert epochs == [2, 3], "Ultralytics' numbering"
     assert (tmp_path / "runs" / "run" / "weights" / "otel_trace.json").exists()
+
+
+@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="fitness comes from 8.4's Tuner result records")
+def test_the_report_shows_the_sweep_best_first_and_opens_an_iterations_waterfall(tuned):
+    browser_available()
+    page = tuned / "report.html"
+    out = subprocess.run(
+        [COMMAND, "report", str(tuned / "otel"), "-o", str(page)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    (tune,) = [
+        r for r in otel_report.read([*(tuned / "otel").glob("*.jsonl")]).runs if r.name == sc.PHASE_TUNE
+    ]
+    fitness = {  # a failed iteration has no result (Ultralytics records 0.0)
+        str(s.attributes[sc.ATTR_TUNE_ITERATION]): None
+        if s.status
+        else s.attributes[sc.result_attribute("fitness")]
+        for s in tune.spans
+        if s.name == sc.PHASE_ITERATION
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-sweep.png"
+    errors, external, shown = open_page(page, shot, click="table.sweep tbody tr")
+    assert errors == [] and external == [], (errors, external)
+    head, *rows = shown["sweep"]
+    assert head[:5] == ["step", "fitness", "status", "duration s", "where the time went"]
+    steps = [s.attributes for s in tune.spans if s.name == sc.PHASE_ITERATION]
+    hyp = [k for k in steps[0] if k.startswith(sc.HYPERPARAMETER_PREFIX)]
+    changed = [k.removeprefix(sc.HYPERPARAMETER_PREFIX) for k in hyp if len({a[k] for a in steps}) > 1]
+    assert head[5:] == changed and changed, "the hyperparameters that changed between iterations"
+    assert [row[0] for row in rows] == sorted(fitness, key=lambda n: (fitness[n] is None, -(fitness[n] or 0)))
+    best, *_, failed = rows
+    assert best[0] == str(tune.spans[0].attributes[sc.ATTR_TUNE_BEST_ITERATION])
+    assert float(best[1]) == pytest.approx(max(f for f in fitness.values() if f is not None), rel=1e-3)
+    assert failed[1] == "" and failed[2].startswith("ERROR: training failed on ")
+    for row in rows:  # the largest shares of each iteration's time: the yolo train start-up is one
+        shares = dict(part.rsplit(" ", 1) for part in row[4].split(" · "))
+        assert otel_report.OUTSIDE_TRAINING in shares and sum(int(v[:-1]) for v in shares.values()) <= 101
+    assert f'"{sc.ATTR_TUNE_ITERATION}": {best[0]}' in shown["detail"], "the best row opens its iteration"
+    assert shot.stat().st_size > 10_000
