@@ -88,6 +88,20 @@ METRIC_CALLBACK_SLOW = "ultralytics.callback.slow"
 METRIC_PHASE_DURATION = "ultralytics.phase.duration"
 METRIC_TELEMETRY_ERRORS = "otel_callbacks.telemetry.errors"
 METRIC_EPOCH_RESTARTS = "ultralytics.epoch.restarts"  # by ATTR_RESTART_REASON and ATTR_MODE
+# Training health (telemetry/health.py, tracing/health.py): at epoch ends or at collection.
+METRIC_RESULT = "ultralytics.result"  # gauge by ATTR_RESULT_NAME and ATTR_MODE: a results.csv column
+METRIC_RESULT_NON_FINITE = "ultralytics.result.non_finite"  # 1 while its latest value is NaN or Inf
+METRIC_EPOCHS_COMPLETED = "ultralytics.train.epochs.completed"  # gauges: progress, and an ETA with
+METRIC_EPOCHS_PLANNED = "ultralytics.train.epochs.planned"  # the epoch's duration
+METRIC_IMAGES = "ultralytics.train.images"  # counter, brought up to date at each collection
+METRIC_GPU_PEAK_ALLOCATED = "ultralytics.gpu.memory.peak_allocated"  # PyTorch's, by ATTR_HW_ID (cuda:N)
+METRIC_GPU_PEAK_RESERVED = "ultralytics.gpu.memory.peak_reserved"
+METRIC_PROCESS_MEMORY = "process.memory.usage"  # OpenTelemetry's process and hardware conventions
+METRIC_GPU_UTILIZATION = "hw.gpu.utilization"  # NVML (nvidia-ml-py), by ATTR_HW_ID (the GPU's UUID)
+METRIC_GPU_MEMORY_USAGE = "hw.gpu.memory.usage"
+ATTR_RESULT_NAME = "ultralytics.result.name"  # Ultralytics' key: train/box_loss, lr/pg0, fitness
+ATTR_HW_ID = "hw.id"
+ATTR_HW_NAME = "hw.name"
 
 # Values of ATTR_RESTART_REASON: why Ultralytics started an epoch again.
 RESTART_OUT_OF_MEMORY = "out_of_memory"  # 8.4's OOM auto-retry: batch halved, first epoch again

@@ -28,8 +28,9 @@ from .views import aggregations
 
 _Key = frozenset  # frozenset(attributes.items())
 # Measurements carry no span context: exemplar sampling would draw from the global ``random``
-# module, which Ultralytics seeds for reproducible training (see randomness.py).
-NO_CONTEXT = Context()
+# module, which Ultralytics seeds for reproducible training (see randomness.py). Not empty: the SDK
+# takes an empty (falsy) context for none given and uses the current one, span and all.
+NO_CONTEXT = Context({"otel_callbacks.no_span": True})
 
 
 def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:

@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,10 +19,11 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .. import semconv
-from ..config import Settings, process_ranks
+from ..config import Settings
 from ..version import __version__
 from . import exporter_logs, signals
 from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
+from .health import HealthInstruments
 from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
@@ -97,6 +97,8 @@ class Telemetry:
         # No observations: this instrument exists so that every reader's collection (push or pull)
         # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
+        self._collecting: list[Callable[[], None]] = []
+        self.health = HealthInstruments(meter)
         self.errors_seen: dict[str, int] = {}
         self._shutdown_hooks: list[Callable[[str], None]] = []
         # For exporters we built: their failure logs once per kind, every failure counted.
@@ -109,7 +111,16 @@ class Telemetry:
 
     def _flush_on_collect(self, options: CallbackOptions) -> Iterable[Observation]:
         self.flush_metrics()
+        for bring_up_to_date in self._collecting:
+            try:
+                bring_up_to_date()
+            except Exception as exc:
+                self.report_error(exc)
         return ()
+
+    def on_collect(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` at each collection, before the SDK reads the instruments."""
+        self._collecting.append(hook)
 
     def flush_metrics(self) -> None:
         try:
@@ -225,7 +236,9 @@ def configure(
             active = Telemetry(settings, trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
             return active
 
-        from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+        from opentelemetry.sdk.resources import SERVICE_NAME
+
+        from .resource import process_resource
 
         tracer_provider = tracer_provider or application_provider(trace.get_tracer_provider())
         meter_provider = meter_provider or application_provider(metrics.get_meter_provider())
@@ -233,15 +246,7 @@ def configure(
         output = None
         destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
         if tracer_provider is None or meter_provider is None:
-            # Each process its own instance (DDP ranks, repeated runs), and its rank where it has one;
-            # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over these defaults.
-            defaults = {
-                SERVICE_NAME: "ultralytics",
-                "service.instance.id": str(uuid.uuid4()),
-                **process_ranks(),
-            }
-            from_environment = OTELResourceDetector().detect().attributes
-            resource = Resource.create({k: v for k, v in defaults.items() if k not in from_environment})
+            resource = process_resource()
             from .otlp_file import OtlpJsonLinesFile
 
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME])

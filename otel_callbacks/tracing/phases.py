@@ -20,8 +20,9 @@ from .batches import WAIT_AFTER, UnsampledBatches
 from .clock import wall
 from .engines import RUN_PHASES, EngineState, Phase
 from .gaps import Gaps
+from .health import Health
 from .outcomes import Outcomes
-from .results import epoch_results, run_attributes, val_results
+from .results import as_attributes, run_attributes
 from .resume import leave_mark, resume_epoch, resumed_run
 
 if TYPE_CHECKING:
@@ -32,13 +33,11 @@ if TYPE_CHECKING:
 _SAMPLED_PHASES = (sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH)
 # Long phases: the embedded file gets a record of each as it opens (telemetry/otlp_file.py).
 _ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
-# Phases whose spans carry the run's results, read from their engine when they end.
-_RESULTS = {sc.PHASE_EPOCH: epoch_results, sc.PHASE_VAL: val_results}
 # Phases whose span turns ERROR when anything in their run did not close normally.
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
 
 
-class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
+class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
     """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
     and runs. Handlers are keyed by the event whose firing they react to."""
 
@@ -122,13 +121,14 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
         run = state.run
         if error is not None and run is not None:
             run.fail(error)
+        results = self._phase_results(state, phase, error, retry)  # as metrics too
         span = phase.span
         if span is None:
             return
         if phase.covered:
             span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)
-        if error is None and phase.name in _RESULTS:
-            span.set_attributes(_RESULTS[phase.name](state.ref()))
+        if error is None and results:
+            span.set_attributes(as_attributes(results))
         if error is not None or retry is not None:
             span.set_status(Status(StatusCode.ERROR, error or retry))
         elif run is not None and run.failures and not run.raised and phase.name in _RUN_ROOTS:
@@ -184,6 +184,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes):
         elif state.top(sc.PHASE_EPOCH):
             self._abort_top(state, now, "epoch did not end before the next one started")
         state.epoch_batch = getattr(state.ref(), "batch_size", None)
+        self._health_epoch_start(state)
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
         self._open(state, sc.PHASE_EPOCH, now, state.innermost(), **attributes)
         state.stack[-1].epoch = epoch

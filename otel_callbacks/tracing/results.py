@@ -11,20 +11,24 @@ from .. import semconv as sc
 
 
 def _scalars(results: dict[str, Any]) -> dict[str, float]:
-    attributes = {}
+    scalars = {}
     for key, value in results.items():
         if isinstance(value, bool) or not isinstance(key, str):
             continue
         try:
-            number = float(value.item() if hasattr(value, "item") else value)
+            scalars[key] = float(value.item() if hasattr(value, "item") else value)
         except (TypeError, ValueError):
             continue
-        attributes[sc.result_attribute(key)] = number
-    return attributes
+    return scalars
+
+
+def as_attributes(results: dict[str, float]) -> dict[str, float]:
+    return {sc.result_attribute(key): value for key, value in results.items()}
 
 
 def epoch_results(trainer: Any) -> dict[str, float]:
-    """An epoch's training losses, learning rates and, after validation, its metrics and fitness."""
+    """An epoch's training losses, learning rates and, after validation, its metrics and fitness,
+    by Ultralytics' own keys (``train/box_loss``, ``lr/pg0``, ``metrics/mAP50-95(B)``, ``fitness``)."""
     results: dict[str, Any] = {}
     label = getattr(trainer, "label_loss_items", None)
     tloss = getattr(trainer, "tloss", None)

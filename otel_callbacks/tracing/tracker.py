@@ -79,13 +79,13 @@ class PhaseTracker(PhaseMachine):
         self.states: dict[int, EngineState] = {}  # read by the hot path
         self._phase_buffers: dict[tuple[str, str], list[int]] = {}
         self._trainers: dict[int, weakref.ref[EngineState]] = {}  # id(callbacks dict) -> state
-        # Reentrant: an engine's weakref callback (_forget) runs whenever the garbage collector
-        # does, which can be inside any block that holds this lock, on the same thread.
+        # Reentrant: an engine's weakref callback (_forget) runs when the collector does: maybe here.
         self._lock = threading.RLock()
         self._anonymous = self._new_state(lambda: None)
         self.fast_call_ns = 0.0  # the unsampled path's own cost, measured once per tracker
         self.last_report: Report | None = None
         self._opening = self._handlers()
+        self._start_health()
 
     # The wrapper's interface ----------------------------------------------------------------
 
@@ -211,8 +211,6 @@ class PhaseTracker(PhaseMachine):
         event = callback.event
         self._settle(state)
         self._trainer_gap(state, event, now)
-        if event in _LOOP_START_EVENTS:
-            state.batch_index = -1
         try:
             if event in BATCH_START_EVENTS:  # before the batch's phase span, which depends on it
                 self._sample(state, event)
@@ -226,6 +224,8 @@ class PhaseTracker(PhaseMachine):
                 self._sample(state, event)
         except Exception as exc:
             self._telemetry.report_error(exc)
+        if event in _LOOP_START_EVENTS:  # after its handler: an epoch left for a retry counts its batches
+            state.batch_index = -1
         state.context = state.innermost()
 
     # Runs -------------------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""A training's health as metrics: its results, progress, images trained and GPU memory.
+
+Recorded where an epoch (or a validation of its own) ends, and, for the images counter, brought up
+to date at each metric collection from the batch index the tracker keeps anyway: ``rate()`` of the
+counter is images per second within long epochs too, and no batch does any work for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .. import semconv as sc
+from ..telemetry.histograms import NO_CONTEXT
+from .results import epoch_results, val_results
+
+if TYPE_CHECKING:
+    from ..telemetry.providers import Telemetry
+    from .engines import EngineState, Phase
+
+_TRAIN = {sc.ATTR_MODE: sc.MODE_TRAIN}
+# Phases whose results Ultralytics' engine holds when they end.
+_RESULTS = {sc.PHASE_EPOCH: epoch_results, sc.PHASE_VAL: val_results}
+
+
+@dataclass
+class _Images:
+    done: int = 0  # in ended epoch attempts (a retried epoch's images were trained too)
+    reported: int = 0
+    epoch_size: int | None = None  # the open epoch's dataset length; None: no epoch open
+
+
+class Health:
+    """Mixed into the phase machine; uses its tracker's telemetry."""
+
+    _telemetry: Telemetry
+
+    def _start_health(self) -> None:
+        self._images: weakref.WeakKeyDictionary[EngineState, _Images] = weakref.WeakKeyDictionary()
+        self._images_lock = threading.Lock()
+        self._telemetry.on_collect(self._bring_images_up_to_date)
+
+    def _health_epoch_start(self, state: EngineState) -> None:
+        trainer = state.ref()
+        try:
+            size = len(trainer.train_loader.dataset)
+        except Exception:  # no dataset length: batches times the batch size
+            size = None
+        with self._images_lock:  # the last attempt counted (its phase ended): the new one from 0
+            state.batch_index = -1
+            images = self._images.setdefault(state, _Images())
+            images.epoch_size = size if size is not None else 1 << 62
+
+    def _phase_results(
+        self, state: EngineState, phase: Phase, error: str | None, retry: str | None
+    ) -> dict[str, float] | None:
+        """An ending epoch's or validation's results (for its span too), recorded as metrics for an
+        epoch and for a validation of its own: also an epoch that Ultralytics redoes (its NaN loss
+        is what an alert looks for), not one that ended its run with an error."""
+        read = _RESULTS.get(phase.name)
+        if read is None:
+            return None
+        results = read(state.ref())
+        health = self._telemetry.health
+        if phase.name == sc.PHASE_VAL:
+            if state.parent is None and error is None:
+                health.record_results(results, sc.MODE_VAL)
+            return results
+        with self._images_lock:
+            images = self._images.get(state)
+            if images is not None and images.epoch_size is not None:
+                images.done += _epoch_images(state, images.epoch_size)
+                images.epoch_size = None
+                self._report_images(images)
+        if error is None:
+            health.record_results(results, sc.MODE_TRAIN)
+        if error is None and retry is None:
+            if state.epoch is not None:
+                planned = state.run.planned_epochs if state.run is not None else None
+                health.record_progress(state.epoch, planned)
+            health.record_gpu_memory(getattr(state.ref(), "device", None))
+        return results
+
+    def _bring_images_up_to_date(self) -> None:
+        with self._images_lock:
+            for state, images in list(self._images.items()):
+                size = images.epoch_size  # the open epoch's batches so far count
+                self._report_images(images, _epoch_images(state, size) if size is not None else 0)
+
+    def _report_images(self, images: _Images, live: int = 0) -> None:
+        total = images.done + live
+        if total > images.reported:  # a counter: never less than it said
+            self._telemetry.health.images.add(total - images.reported, _TRAIN, context=NO_CONTEXT)
+            images.reported = total
+
+
+def _epoch_images(state: EngineState, epoch_size: int) -> int:
+    """The open epoch's images: its started batches times the batch size it started with."""
+    batches = state.batch_index + 1
+    batch = state.epoch_batch if isinstance(state.epoch_batch, int) else 0
+    return max(0, min(batches * batch, epoch_size))
