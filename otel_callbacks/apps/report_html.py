@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from .. import semconv as sc
+from . import report_plots
 from .report import Report, RunView, SweepRow, sweep
 
 _COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error": "#e45756"}
@@ -29,7 +29,7 @@ def render(report: Report) -> str:
     for index, run in enumerate(report.runs):
         key = f"run{index}"
         details[key] = [_detail(span) for span in run.spans]
-        plots = _plots(run)
+        plots = report_plots.plots(run)
         figures.append((f"{key}-waterfall", _waterfall(run)))
         figures += [(f"{key}-{name}", figure) for name, figure in plots]
         sections.append(_section(key, run, {name for name, _ in plots}))
@@ -112,50 +112,6 @@ def _waterfall(run: RunView) -> Any:
     return figure
 
 
-def _plots(run: RunView) -> list[tuple[str, Any]]:
-    import plotly.graph_objects as go
-
-    plots = []
-    epochs = run.epochs()
-    if epochs:
-        x = [s.attributes.get(sc.ATTR_EPOCH, i + 1) for i, s in enumerate(epochs)]
-        figure = go.Figure(go.Scatter(x=x, y=[s.duration_ms / 1e3 for s in epochs], mode="lines+markers"))
-        figure.update_layout(title="epoch duration (s)", xaxis_title="epoch", height=300)
-        plots.append(("epochs", figure))
-        shares = [_wait_share(run, s) for s in epochs]
-        figure = go.Figure(go.Bar(x=x, y=shares))
-        figure.update_layout(
-            title="dataloader wait share of the sampled batches (%)", xaxis_title="epoch", height=300
-        )
-        plots.append(("dataloader", figure))
-    for phase in (sc.PHASE_BATCH, sc.PHASE_PREDICT_BATCH, sc.PHASE_VAL_BATCH):
-        batches = run.series(phase)
-        if batches:
-            figure = go.Figure(
-                go.Scattergl(
-                    x=[s.start_ms / 1e3 for s in batches], y=[s.duration_ms for s in batches], mode="markers"
-                )
-            )
-            figure.update_layout(
-                title=f"{phase} duration (ms, sampled)", xaxis_title="s from the run's start", height=300
-            )
-            plots.append(("batches", figure))
-            break
-    return plots
-
-
-def _wait_share(run: RunView, epoch: Any) -> float:
-    end = epoch.start_ms + epoch.duration_ms
-    inside = [
-        s
-        for s in run.spans
-        if s.is_phase and s.depth == epoch.depth + 1 and epoch.start_ms <= s.start_ms <= end
-    ]
-    wait = sum(s.duration_ms for s in inside if s.name == sc.PHASE_DATALOADER)
-    work = sum(s.duration_ms for s in inside if s.name == sc.PHASE_BATCH)
-    return round(100 * wait / (wait + work), 2) if wait + work else 0.0
-
-
 def _section(key: str, run: RunView, plots: set[str]) -> str:
     attributes = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in run.attributes.items()
@@ -174,9 +130,7 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
         or "<li>none</li>"
     )
     divs = "".join(
-        f"<div id='{key}-{name}' class='plot'></div>"
-        for name in ("epochs", "dataloader", "batches")
-        if name in plots
+        f"<div id='{key}-{name}' class='plot'></div>" for name in report_plots.NAMES if name in plots
     )
     started = html.escape(str(run.started))
     steps = _sweep_table(key, run)

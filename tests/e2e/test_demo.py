@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tests.e2e.test_report import ARTIFACTS, browser_available, open_page
 from tests.e2e.test_ultralytics import spans_in
 
 
@@ -36,6 +37,15 @@ def test_demo_runs_offline_and_keeps_everything_under_its_dir(tmp_path):
     assert (tmp_path / "demo" / "runs" / "train" / "weights" / "best.torchscript").is_file()
     assert f"report: {tmp_path / 'demo' / 'report.html'} (open it in a browser)" in out.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"], "nothing written outside --dir"
+
+    browser_available()  # the report of the training: its loss and metric curves, offline
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors, external, shown = open_page(
+        tmp_path / "demo" / "report.html", ARTIFACTS / "report-demo.png", click=None
+    )
+    assert errors == [] and external == [], (errors, external)
+    assert shown["runs"][0] == "train" and {"run0-losses", "run0-metrics"} <= set(shown["plots"])
+    assert {"train.box_loss", "train.cls_loss", "metrics.mAP50-95_B", "fitness"} <= set(shown["legends"])
 
 
 def test_demo_says_when_a_backend_did_not_get_the_traces(tmp_path):

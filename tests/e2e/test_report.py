@@ -54,7 +54,7 @@ def open_page(
     page_path: Path,
     screenshot: Path | None = None,
     timeout_ms: int = 120_000,
-    click: str = "section.run .noteworthy a",  # a slow or failed invocation: its place and details
+    click: str | None = "section.run .noteworthy a",  # a slow or failed invocation: its place and details
 ):
     """Load the page from file://; what it logged, what it requested, and what it shows."""
     from playwright.sync_api import sync_playwright
@@ -79,11 +79,16 @@ def open_page(
                 "phases": page.eval_on_selector_all(
                     "table.phases tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
                 ),
+                "plots": page.eval_on_selector_all(
+                    ".plot", "divs => divs.filter(d => d.querySelector('.main-svg')).map(d => d.id)"
+                ),
+                "legends": page.eval_on_selector_all(".plot .legendtext", "ts => ts.map(t => t.textContent)"),
                 "sweep": page.eval_on_selector_all(
                     "table.sweep tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
                 ),
             }
-            page.click(click)
+            if click is not None:
+                page.click(click)
             shown["detail"] = page.inner_text("section.run .detail")
             if screenshot is not None:
                 page.locator("section.run").first.screenshot(path=str(screenshot))
