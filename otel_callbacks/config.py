@@ -146,6 +146,10 @@ class Settings:
     slow_batch_fraction: float = 0.5
     """``OTEL_CALLBACKS_SLOW_BATCH_FRACTION``: a per-batch callback is also slow above this
     fraction of the median batch time (0 turns the relative rule off)."""
+    gap_span_min: float = 0.001
+    """``OTEL_CALLBACKS_GAP_SPAN_MIN``: seconds a gap between two hooks (checkpoint, clear_memory,
+    val_metrics, finalize, cleanup) must last to get a span; shorter ones are only in the metrics and
+    their parent's untraced time (a row of 26 us between every two epochs is clutter)."""
     default_hook_spans: bool = False
     """``OTEL_CALLBACKS_DEFAULT_HOOK_SPANS``: spans for the no-op default hooks too (always counted
     in the metrics; a slow or failed call gets its span either way)."""
@@ -177,6 +181,7 @@ class Settings:
             max_spans=_int(env, "OTEL_CALLBACKS_MAX_SPANS", cls.max_spans),
             slow_threshold=_seconds(env, "OTEL_CALLBACKS_SLOW_THRESHOLD", cls.slow_threshold),
             slow_batch_fraction=_fraction(env, "OTEL_CALLBACKS_SLOW_BATCH_FRACTION", cls.slow_batch_fraction),
+            gap_span_min=_seconds(env, "OTEL_CALLBACKS_GAP_SPAN_MIN", cls.gap_span_min),
             default_hook_spans=_bool(env, "OTEL_CALLBACKS_DEFAULT_HOOK_SPANS", cls.default_hook_spans),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),

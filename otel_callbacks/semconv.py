@@ -174,6 +174,8 @@ def result_attribute(key: str) -> str:
     return RESULT_PREFIX + name
 
 
+ATTR_RUN_NAME = "ultralytics.run.name"  # a run's root: its save directory as project/name ("detect/train2")
+
 # Attributes of the train span, from the trainer's args: scalars only, never the whole namespace;
 # model and data keep only their file name (full paths can hold user names).
 RUN_ATTRIBUTES = {
@@ -188,5 +190,6 @@ RUN_ATTRIBUTES = {
 
 # Span events.
 EVENT_SLOW_CALLBACK = "slow_callback"
+ATTR_SLOW = "ultralytics.slow"  # true on a slow invocation's span (with its event): a tag to search by
 EVENT_EPOCH_RESTART = "epoch_restart"  # on the root, one per restarted epoch
 EVENT_EARLY_STOP = "early_stop"  # on the root, when the training stopped before its planned epochs

@@ -121,10 +121,10 @@ def trace_file(tmp_path):
 def settings(request):
     """Override per test with ``@pytest.mark.parametrize("settings", [...], indirect=True)``.
 
-    Unit tests see every callback's span, the default hooks' too, so that trees show each event;
-    tests of that default itself pass ``Settings()``.
+    Unit tests see every callback's span, the default hooks' too, and every gap phase's, so that
+    trees show each event and phase; tests of those defaults themselves pass ``Settings()``.
     """
-    return getattr(request, "param", Settings(default_hook_spans=True))
+    return getattr(request, "param", Settings(default_hook_spans=True, gap_span_min=0))
 
 
 @pytest.fixture(params=["direct", "sdk"])

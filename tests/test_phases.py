@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
+from otel_callbacks import Settings, telemetry, tracing
 from otel_callbacks import semconv as sc
-from otel_callbacks import telemetry, tracing
 from tests.engines import (
     DetectionPredictor,
     DetectionTrainer,
@@ -363,3 +364,25 @@ def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_a
     assert telemetry.providers.active is None
     assert tracker.last_report is not None, "the run was finished, its table made"
     assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
+
+
+@pytest.mark.parametrize("settings", [Settings(default_hook_spans=True)], indirect=True)  # gaps: 1 ms
+def test_gaps_under_the_minimum_get_no_span_but_are_counted_and_untraced(recorded):
+    class SlowSave(DetectionTrainer):
+        def run_callbacks(self, event):
+            if event == "on_model_save" and self.epoch == 1:  # the second epoch's checkpoint: 20 ms
+                time.sleep(0.02)
+            super().run_callbacks(event)
+
+    run_train(SlowSave())
+    tree = Tree(recorded.spans())
+    (checkpoint,) = tree.phases("checkpoint")
+    assert tree.parent(checkpoint).attributes[sc.ATTR_EPOCH] == 2, "the slow gap keeps its span"
+    for gap in ("clear_memory", "val_metrics", "strip_optimizer", "finalize", "cleanup"):
+        assert tree.phases(gap) == [], f"{gap}: microseconds, no span"
+    counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    for gap in ("checkpoint", "clear_memory", "val_metrics", "strip_optimizer", "finalize", "cleanup"):
+        assert counts[gap] == TWO_EPOCH_PHASES[gap], f"{gap}: every one in the metrics"
+    first, second = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
+    assert first.attributes[sc.ATTR_UNTRACED] > 0, "the first epoch's checkpoint is its untraced time"
+    assert second.attributes[sc.ATTR_UNTRACED] < 0.02, "the second's is its span's"

@@ -54,6 +54,9 @@ def test_relative_threshold_names_the_callback_keras_never_did(recorded, caplog)
         (event,) = span.events
         assert event.name == sc.EVENT_SLOW_CALLBACK
         assert 0.015 < event.attributes["threshold_s"] < 0.03 < event.attributes["duration_s"]
+        assert span.attributes[sc.ATTR_SLOW] is True, "a tag to search slow calls by"
+    others = [s for s in recorded.spans() if s not in spans]
+    assert others and not any(sc.ATTR_SLOW in s.attributes for s in others)
     (warning,) = slow_warnings(caplog)  # once per callback per run
     assert name in warning and "on_train_batch_end" in warning
     assert "fraction of the median batch time" in warning

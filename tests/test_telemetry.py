@@ -17,6 +17,7 @@ import pytest
 
 from otel_callbacks import Settings, semconv, telemetry
 from otel_callbacks.telemetry import exporter_logs, otlp_file
+from otel_callbacks.telemetry.resource import process_resource
 
 FIRE = """
 import otel_callbacks
@@ -102,9 +103,20 @@ def test_service_name_and_resource_attributes_come_from_otel_variables(tmp_path)
     assert run_python(FIRE, env).returncode == 0
     (path,) = tmp_path.glob("yolo-trainer-*.jsonl")
     request = next(r for r in otlp_file.read_file(path) if hasattr(r, "resource_spans"))
-    resource = {a.key: a.value.string_value for a in request.resource_spans[0].resource.attributes}
-    assert resource["service.name"] == "yolo-trainer"
-    assert resource["deployment.environment"] == "test"
+    resource = {a.key: a.value for a in request.resource_spans[0].resource.attributes}
+    assert resource["service.name"].string_value == "yolo-trainer"
+    assert resource["deployment.environment"].string_value == "test"
+    # Runs told apart in Jaeger's process section: host, pid, executable; never the command line.
+    assert resource["host.name"].string_value == socket.gethostname()
+    assert resource["process.pid"].int_value > 0
+    assert resource["process.executable.name"].string_value == Path(sys.executable).name
+    assert not [key for key in resource if key.startswith("process.command")]
+
+
+def test_the_environment_wins_over_the_detected_resource(monkeypatch):
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=pod-7,process.pid=1")
+    attributes = process_resource().attributes
+    assert attributes["host.name"] == "pod-7" and attributes["process.pid"] == "1"
 
 
 def test_console_and_none_exporters(tmp_path):

@@ -91,8 +91,9 @@ def repaired(
 ) -> list[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
     """One process's requests with its open-phase records resolved: a record whose span ended later
     is dropped; one whose span never ended (SIGKILL, power loss) becomes that span, ERROR
-    ``semconv.UNCLOSED``, ended at the last moment the file recorded (a span's end, a metric point),
-    so the tree has no orphans and the phases keep their ids."""
+    ``semconv.UNCLOSED``, ended at the last moment the file recorded (a span's end, a metric point,
+    an unclosed phase's start), so the tree has no orphans, no child outlives its parent and the
+    phases keep their ids."""
     closed: set[bytes] = set()
     records: list[tuple[Any, Any]] = []
     last = 0
@@ -107,6 +108,7 @@ def repaired(
                 else:
                     closed.add(span.span_id)
                     last = max(last, span.end_time_unix_nano)
+    last = max([last, *(span.start_time_unix_nano for _, span in records if span.span_id not in closed)])
     for scope_spans, span in records:
         if span.span_id in closed:
             scope_spans.spans.remove(span)
@@ -114,7 +116,7 @@ def repaired(
         kept = [kv for kv in span.attributes if kv.key != semconv.ATTR_OPEN]
         del span.attributes[:]
         span.attributes.extend(kept)
-        span.end_time_unix_nano = max(last, span.start_time_unix_nano)
+        span.end_time_unix_nano = last
         span.status.code = Status.STATUS_CODE_ERROR
         span.status.message = semconv.UNCLOSED
     return [r for r in requests if not isinstance(r, ExportTraceServiceRequest) or _has_spans(r)]

@@ -26,10 +26,11 @@ TRAINER_GAPS = {
 
 
 class Gaps:
-    """Mixed into the phase machine; uses its tracker's tracer, budget and phase recording."""
+    """Mixed into the phase machine; uses its tracker's tracer, budget, settings and phase recording."""
 
     _tracer: Any
     _max_spans: int
+    _settings: Any
 
     def _trainer_gap(self, state: EngineState, event: str, now: int) -> None:
         """At a trainer firing's start: the gap since the trainer side's previous firing, if the
@@ -39,7 +40,13 @@ class Gaps:
             previous, start = "on_val_end", state.val_end
         name = TRAINER_GAPS.get((previous, event))
         if name is not None and start and state.stack:
-            self._closed_phase(state, name, start, now, state.stack[-1])
+            self._gap(state, name, start, now, state.stack[-1])
+
+    def _gap(self, state: EngineState, name: str, start: int, end: int, parent: Phase) -> None:
+        """A gap phase; one shorter than ``gap_span_min`` gets no span and stays in its parent's
+        untraced time (it is counted in the metrics all the same)."""
+        spanned = end - start >= self._settings.gap_span_min * 1e9
+        self._closed_phase(state, name, start, end, parent, spanned, covers=spanned)
 
     def _closed_phase(
         self,
@@ -49,15 +56,16 @@ class Gaps:
         end: int,
         parent: Phase | None,
         spanned: bool = True,
+        covers: bool = True,
         **attributes: Any,
     ) -> None:
         """A phase whose start and end are both past: its duration, and its span (if ``spanned``)
-        within the budget."""
+        within the budget; ``covers``: its time is its parent's traced time."""
         elapsed = end - start
         path = parent.child(name) if parent is not None else (name,)
         self._record_phase(state, name, path, elapsed)
         run = state.run
-        if parent is not None:
+        if parent is not None and covers:
             parent.covered += elapsed
         if not spanned or run is None or run.spans >= self._max_spans:
             return

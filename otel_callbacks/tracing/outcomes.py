@@ -36,6 +36,7 @@ from opentelemetry.trace import Status, StatusCode
 from .. import semconv as sc
 from ..telemetry.histograms import NO_CONTEXT
 from .clock import perf_ns, wall
+from .engines import RUN_PHASES
 
 if TYPE_CHECKING:
     from .engines import EngineState
@@ -180,12 +181,13 @@ class Outcomes:
             self._finish(state, phase, end, message)
 
     def crashed(self, engine: Any, error: BaseException) -> None:
-        """The adapter's report of an exception leaving ``BaseTrainer.train`` (Ultralytics 8.3 fires
-        no teardown then; in 8.4 teardown has closed the run already and this does nothing)."""
+        """The adapter's report of an exception leaving a run's boundary (``BaseTrainer.train``, an
+        engine's ``__call__``): the run open on it ends ERROR naming it. A training's teardown (8.4)
+        has closed it already; a validation inside a training is the training's to end."""
         state = self.states.get(id(engine))
         if state is None or state.ref() is not engine or not state.stack:
             return
-        if state.stack[0].name != sc.PHASE_TRAIN:
+        if state.stack[0].name not in RUN_PHASES or state.parent is not None:
             return
         try:
             self._crash(state, error)

@@ -219,7 +219,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
 
     def _val_end(self, state: EngineState, now: int) -> None:
         if state.previous == "on_val_batch_end" and state.last_end and state.top(sc.PHASE_VAL):
-            self._closed_phase(state, sc.PHASE_VAL_METRICS, state.last_end, now, state.stack[-1])
+            self._gap(state, sc.PHASE_VAL_METRICS, state.last_end, now, state.stack[-1])
         self._end(state, sc.PHASE_VAL)
 
     def _teardown(self, state: EngineState, now: int) -> None:
@@ -261,7 +261,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         state.parent, state.run = trainer, trainer.run
         trainer.run.members.append(weakref.ref(state))
         if trainer.top(sc.PHASE_EPOCH) and trainer.event == "on_train_epoch_end" and trainer.last_end:
-            self._closed_phase(trainer, sc.PHASE_CLEAR_MEMORY, trainer.last_end, now, trainer.stack[-1])
+            self._gap(trainer, sc.PHASE_CLEAR_MEMORY, trainer.last_end, now, trainer.stack[-1])
         if not trainer.top(sc.PHASE_EPOCH) and not trainer.top(sc.PHASE_FINAL_EVAL):
             # Validation after the last epoch: Ultralytics' final evaluation of best.pt, after it
             # stripped the optimizer from last.pt and best.pt.
@@ -269,7 +269,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
             self._open(trainer, sc.PHASE_FINAL_EVAL, start, trainer.innermost())
             trainer.context = trainer.innermost()
             if start < now:
-                self._closed_phase(trainer, sc.PHASE_STRIP_OPTIMIZER, start, now, trainer.stack[-1])
+                self._gap(trainer, sc.PHASE_STRIP_OPTIMIZER, start, now, trainer.stack[-1])
         state.batch_slow_ns = trainer.batch_slow_ns
         epoch = state.epoch
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}

@@ -55,10 +55,19 @@ def val_results(validator: Any) -> dict[str, float]:
     return _scalars(results) if isinstance(results, dict) else {}
 
 
+def run_name(engine: Any) -> dict[str, str]:
+    """The run as people named it: the last two parts of its save directory (``project/name``)."""
+    save_dir = getattr(engine, "save_dir", None)
+    if not save_dir:
+        return {}
+    parts = str(save_dir).replace("\\", "/").rstrip("/").split("/")
+    return {sc.ATTR_RUN_NAME: "/".join(parts[-2:])}
+
+
 def run_attributes(trainer: Any) -> dict[str, Any]:
     """The train span's attributes from the trainer's args: scalars only, file names not paths."""
     args = getattr(trainer, "args", None)
-    attributes: dict[str, Any] = {}
+    attributes: dict[str, Any] = run_name(trainer)
     for name, key in sc.RUN_ATTRIBUTES.items():
         value = getattr(args, name, None)
         if isinstance(value, bool) or value is None:

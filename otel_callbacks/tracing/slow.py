@@ -44,6 +44,7 @@ def report_slow(
     duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
     tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
     if span is not None:
+        span.set_attribute(semconv.ATTR_SLOW, True)
         span.add_event(semconv.EVENT_SLOW_CALLBACK, {"duration_s": duration, "threshold_s": threshold})
     key = (callback.event, callback.callback_name)
     warned = state.run.warned

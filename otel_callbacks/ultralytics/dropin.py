@@ -9,7 +9,7 @@ predictor and exporter created afterwards.
 from __future__ import annotations
 
 from ..registry import get_default_callbacks
-from . import ddp, raytune, sweeps, train
+from . import boundaries, ddp, raytune, sweeps
 from .defaults import NAMES, lock, modules, originals
 from .integrations import add_integration_callbacks
 
@@ -28,7 +28,7 @@ def install() -> None:
                 originals[module, name] = getattr(module, name)
                 setattr(module, name, ours[name])
     ddp.install()
-    train.install()
+    boundaries.install()
     sweeps.install()
     raytune.install()
 
@@ -40,6 +40,6 @@ def uninstall() -> None:
             setattr(module, name, original)
         originals.clear()
     ddp.uninstall()
-    train.uninstall()
+    boundaries.uninstall()
     sweeps.uninstall()
     raytune.uninstall()

@@ -27,7 +27,7 @@ from .. import semconv as sc
 from ..telemetry import providers
 from ..telemetry.propagation import environment_context, inject_environment
 from ..tracing.outcomes import crash_message
-from . import launch, train
+from . import boundaries, launch
 from .sweeps import hyperparameters, task_metric
 
 _lock = threading.Lock()
@@ -61,7 +61,7 @@ def run_trial(trainable: Callable[[Any], Any], config: Any, carrier: dict[str, s
 
     trial_id = str(tune.get_context().get_trial_id() or "")
     _set_resource_trial_id(trial_id)
-    train.install()  # a crash that leaves BaseTrainer.train ends its run (8.3 fires no teardown)
+    boundaries.install()  # a crash that leaves BaseTrainer.train ends its run (8.3 fires no teardown)
     tel = providers.ensure_configured()
     if not tel.enabled:
         return trainable(config)
