@@ -113,7 +113,7 @@ def trace_file(tmp_path):
         SYNTHETIC_RUN, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel"), "OTEL_CALLBACKS_SUMMARY": "0"}
     )
     assert out.returncode == 0, out.stderr
-    (path,) = (tmp_path / "otel").glob("*.jsonl")
+    (path,) = (tmp_path / "otel").glob("*.traces.jsonl")
     return path
 
 

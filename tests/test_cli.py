@@ -76,7 +76,9 @@ def test_send_takes_directories_and_globs(tmp_path, trace_file):
     by_glob = cli("send", f"{trace_file.parent}/*.jsonl", env=CONSOLE)
     for out in (by_dir, by_glob):
         assert out.returncode == 0, out.stderr
-        assert f"traces: {spans} spans read from 1 file, {spans} exported to console" in out.stdout
+        assert (
+            f"traces: {spans} spans read from 2 files, {spans} exported to console" in out.stdout
+        )  # its traces and its metrics
     missing = cli("send", tmp_path / "nothing-here", trace_file, env=CONSOLE)
     assert missing.returncode == 1 and "no such file, or no *.jsonl under it" in missing.stderr
 

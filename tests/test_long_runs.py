@@ -363,7 +363,7 @@ def test_the_embedded_file_writes_delta_points_from_the_first_measurement(tmp_pa
     fired = int(out.stdout.split()[0])
     points = [
         p
-        for request in otlp_file.read_file(next(tmp_path.glob("*.jsonl")))
+        for request in otlp_file.read_file(next(tmp_path.glob("*.metrics.jsonl")))
         for rm in getattr(request, "resource_metrics", [])
         for sm in rm.scope_metrics
         for m in sm.metrics

@@ -49,9 +49,9 @@ def test_send_replays_the_file_into_otlp_grpc_with_the_tree_intact(trace_file, r
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
     expected = file_spans(trace_file)
-    assert main(["send", str(trace_file)]) == 0
+    assert main(["send", str(trace_file.parent)]) == 0  # the run's traces file and its metrics file
     out = capsys.readouterr().out
-    assert f"traces: {len(expected)} spans read from 1 file, {len(expected)} exported to otlp" in out
+    assert f"traces: {len(expected)} spans read from 2 files, {len(expected)} exported to otlp" in out
     received = {s.span_id: s for s in receiver.spans()}
     assert received.keys() == expected.keys()
     for span_id, span in expected.items():

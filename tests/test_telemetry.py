@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_callbacks import Settings, semconv, telemetry
 from otel_callbacks.telemetry import exporter_logs, otlp_file
@@ -52,11 +55,19 @@ def run_python(code, env=None, timeout=60, cwd=None):
 def test_embedded_default_writes_otlp_json_lines_parseable_into_spans(tmp_path):
     out = run_python(FIRE, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel")}, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    (path,) = (tmp_path / "otel").glob("*.jsonl")
-    assert path.name.startswith("ultralytics-")
+    (path,) = (tmp_path / "otel").glob("*.traces.jsonl")
+    (metrics_path,) = (tmp_path / "otel").glob("*.metrics.jsonl")
+    assert path.name.startswith("ultralytics-") and metrics_path.name == path.name.replace(
+        ".traces.", ".metrics."
+    )
     lines = path.read_text().splitlines()
-    assert all(json.loads(line) for line in lines)
-    requests = list(otlp_file.read_file(path))
+    # One signal a file (a trace viewer's upload takes the traces file): opentelemetry-proto's own
+    # JSON parser reads every line of each as its signal's export request, and nothing else.
+    for line in lines:
+        json_format.Parse(line, ExportTraceServiceRequest())
+    for line in metrics_path.read_text().splitlines():
+        json_format.Parse(line, ExportMetricsServiceRequest())
+    requests = list(otlp_file.read_file(path)) + list(otlp_file.read_file(metrics_path))
     spans = [
         span
         for request in requests
@@ -101,7 +112,7 @@ def test_service_name_and_resource_attributes_come_from_otel_variables(tmp_path)
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
     }
     assert run_python(FIRE, env).returncode == 0
-    (path,) = tmp_path.glob("yolo-trainer-*.jsonl")
+    (path,) = tmp_path.glob("yolo-trainer-*.traces.jsonl")
     request = next(r for r in otlp_file.read_file(path) if hasattr(r, "resource_spans"))
     resource = {a.key: a.value for a in request.resource_spans[0].resource.attributes}
     assert resource["service.name"].string_value == "yolo-trainer"

@@ -33,11 +33,13 @@ def _demo(args: argparse.Namespace) -> int:
         f"otel_callbacks demo: trained {epochs}, validated, predicted {made['predictions']} images, "
         f"exported {made['exported']}; everything it wrote is under {workdir.resolve()}"
     )
-    file = tel.output.path.resolve() if tel.output is not None else None
+    written = []
     for signal, destinations in tel.destinations.items():
         for destination in destinations:
             if destination.startswith("file "):
-                status = "written" if file is not None and file.is_file() else "not written"
+                file = Path(destination.split(" ", 1)[1])
+                written += [file] if file.is_file() else []
+                status = "written" if file.is_file() else "not written"
             elif not flushed:
                 status = f"NOT delivered: not flushed within {settings.shutdown_timeout:g} s"
             elif export_failures:
@@ -45,9 +47,9 @@ def _demo(args: argparse.Namespace) -> int:
             else:
                 status = "delivered"
             print(f"  {signal}: {destination} ({status})")
-    if file is not None and file.is_file() and any("file " in d for d in tel.destinations.get("traces", ())):
-        print(f"  report: {write_report(file, workdir / 'report.html')}")
-        print(f"  look at it in a backend later: otel-callbacks send {file}")
+    if written and any("file " in d for d in tel.destinations.get("traces", ())):
+        print(f"  report: {write_report(written, workdir / 'report.html')}")
+        print(f"  look at it in a backend later: otel-callbacks send {written[0].parent}")
     print("  timing tables: printed above at the end of each run (train, val, predict, export)")
     print("  send the same run to Jaeger (OTLP on 4318, UI on http://localhost:16686):")
     print("    OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \\")
@@ -136,14 +138,14 @@ def _report(args: argparse.Namespace) -> int:
     return 1 if (missing or report.bad_lines) else 0
 
 
-def write_report(file: Path, output: Path) -> str:
+def write_report(files: list[Path], output: Path) -> str:
     """The demo's report beside its data: the path, or why there is none."""
     try:
         from .report import read
         from .report_html import render
     except ImportError:
         return "none (pip install 'otel-callbacks[report]' for an HTML report)"
-    output.write_text(render(read([file])), encoding="utf-8")
+    output.write_text(render(read(files)), encoding="utf-8")
     return f"{output.resolve()} (open it in a browser)"
 
 

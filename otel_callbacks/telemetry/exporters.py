@@ -1,7 +1,7 @@
 """Exporters and the providers built around them, from OpenTelemetry's own variables.
 
 Exporters come from the entry points that the SDK and the exporter packages register; with none
-named, both signals go to the embedded OTLP-JSON-lines file.
+named, each signal goes to its embedded OTLP-JSON-lines file.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def build_tracer_provider(resource: Any, file: Any) -> Any:
         if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
             delay = None
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-    return provider, _describe(exporters, file)
+    return provider, _describe(exporters, file and file.traces_path)
 
 
 def build_meter_provider(resource: Any, file: Any) -> Any:
@@ -87,20 +87,20 @@ def build_meter_provider(resource: Any, file: Any) -> Any:
     provider = MeterProvider(
         resource=resource, metric_readers=readers, views=metric_views(), shutdown_on_exit=False
     )
-    return provider, _describe(exporters, file)
+    return provider, _describe(exporters, file and file.metrics_path)
 
 
 _FILE = "file"
 FILE_DELAY_MS = 500
 
 
-def _describe(exporters: dict[str, Any], file: Any) -> list[str]:
-    """Where a signal goes, for people: the file's path, or each exporter and its endpoint."""
+def _describe(exporters: dict[str, Any], path: Any) -> list[str]:
+    """Where a signal goes, for people: its file's path, or each exporter and its endpoint."""
     described = []
     for name, exporter in exporters.items():
         endpoint = getattr(exporter, "_endpoint", None)
         if name == _FILE:
-            described.append(f"{_FILE} {file.path.resolve()}")
+            described.append(f"{_FILE} {path.resolve()}")
         else:
             described.append(f"{name} to {endpoint}" if isinstance(endpoint, str) else name)
     return described or ["nowhere (none)"]

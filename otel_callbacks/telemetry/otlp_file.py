@@ -152,12 +152,17 @@ def _requests(
 
 
 class OtlpJsonLinesFile:
-    """One file shared by the span and the metric exporter; created on first write."""
+    """A process's two files, one per signal as OpenTelemetry's file exporters write them (a trace
+    viewer's upload takes the traces file as it is): ``<service>-<time>-<pid>.traces.jsonl`` and
+    ``.metrics.jsonl``, each created on its first write."""
 
     def __init__(self, directory: Path, service_name: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in service_name)
-        self.path = directory / f"{safe}-{stamp}-{os.getpid()}.jsonl"
+        prefix = f"{safe}-{stamp}-{os.getpid()}"
+        self.directory = directory
+        self.traces_path = directory / f"{prefix}.traces.jsonl"
+        self.metrics_path = directory / f"{prefix}.metrics.jsonl"
         self._lock = threading.Lock()
 
     def write_open(self, span: Any) -> None:
@@ -168,9 +173,10 @@ class OtlpJsonLinesFile:
 
     def write(self, message: Message) -> None:
         line = to_json_line(message) + "\n"
+        path = self.metrics_path if isinstance(message, ExportMetricsServiceRequest) else self.traces_path
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as out:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as out:
                 out.write(line)
 
 

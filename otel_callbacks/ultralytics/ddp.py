@@ -88,7 +88,7 @@ def _start(trainer: Any) -> None:
     previous = inject_environment(span, os.environ)
     if tel.output is not None:  # workers write their files beside this one
         previous.setdefault("OTEL_CALLBACKS_DIR", os.environ.get("OTEL_CALLBACKS_DIR"))
-        os.environ["OTEL_CALLBACKS_DIR"] = str(tel.output.path.parent.resolve())
+        os.environ["OTEL_CALLBACKS_DIR"] = str(tel.output.directory.resolve())
     key = id(trainer)
     _launches[key] = (span, previous)
     tel.on_shutdown(lambda reason: _end(key, None, abandoned=reason))

@@ -106,7 +106,7 @@ def start(
         previous = inject_environment(span, os.environ)
         if tel.output is not None:  # children write their files beside this one
             previous["OTEL_CALLBACKS_DIR"] = os.environ.get("OTEL_CALLBACKS_DIR")
-            os.environ["OTEL_CALLBACKS_DIR"] = str(Path(tel.output.path.parent).resolve())
+            os.environ["OTEL_CALLBACKS_DIR"] = str(Path(tel.output.directory).resolve())
         if install:
             for variable, value in child_environment().items():
                 previous.setdefault(variable, os.environ.get(variable))

@@ -32,7 +32,7 @@ from .sweeps import hyperparameters, task_metric
 
 _lock = threading.Lock()
 _original: list[Any] = []  # ultralytics.utils.tuner.run_ray_tune while installed
-_FLUSH_S = 0.1  # Ray kills a stopped trial's process 200 ms after its SIGTERM
+_FLUSH_S = 1.0  # at most: Ray kills a stopped trial's process 200 ms after its SIGTERM
 
 
 def ray_runtime_env(env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -78,6 +78,22 @@ def run_trial(trainable: Callable[[Any], Any], config: Any, carrier: dict[str, s
         return report(metrics, *args, **kwargs)
 
     tune.report = recording_report  # Ultralytics' raytune callback looks it up at each call
+
+    def end(status: str, error: BaseException | None = None) -> None:
+        if not span.is_recording():  # ended already (the process's shutdown, then the finally)
+            return
+        span.set_attributes({**reported, sc.ATTR_TRIAL_STATUS: status})
+        if error is not None:
+            span.set_attribute(sc.ATTR_ERROR_TYPE, type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, crash_message(error)))
+            span.record_exception(error, escaped=True)
+        span.end()
+
+    def ended_by_ray() -> str:
+        finished = reported.get(sc.result_attribute("epoch"), 0) >= epochs
+        return sc.TRIAL_COMPLETED if finished else sc.TRIAL_STOPPED
+
+    tel.on_shutdown(lambda reason: end(ended_by_ray()))  # SIGTERM from Ray before the trial returned
     status, error = sc.TRIAL_COMPLETED, None
     try:
         with trace.use_span(span, end_on_exit=False):
@@ -85,20 +101,14 @@ def run_trial(trainable: Callable[[Any], Any], config: Any, carrier: dict[str, s
         reported.update(_scalars(result))
         return result
     except SystemExit:
-        if reported.get(sc.result_attribute("epoch"), 0) < epochs:
-            status = sc.TRIAL_STOPPED
+        status = ended_by_ray()
         raise
     except BaseException as exc:
         status, error = sc.TRIAL_FAILED, exc
         raise
     finally:
         tune.report = report
-        span.set_attributes({**reported, sc.ATTR_TRIAL_STATUS: status})
-        if error is not None:
-            span.set_attribute(sc.ATTR_ERROR_TYPE, type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, crash_message(error)))
-            span.record_exception(error, escaped=True)
-        span.end()
+        end(status, error)
         tel.force_flush(_FLUSH_S)
 
 

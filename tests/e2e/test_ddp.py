@@ -67,7 +67,7 @@ def test_a_ddp_training_is_one_trace_with_a_train_root_per_rank(tmp_path):
     code = f"DATA, PROJECT, CPU_SHIM = {str(data)!r}, {str(tmp_path / 'runs')!r}, {CPU_SHIM!r}\n" + LAUNCHER
     out = run_python(code, {"OTEL_CALLBACKS_DIR": str(otel)}, timeout=600, cwd=tmp_path)
     assert out.returncode == 0 and "LAUNCHED" in out.stdout, out.stderr[-4000:]
-    assert len(list(otel.glob("*.jsonl"))) == 3, "the launcher's file and each worker's, side by side"
+    assert len(list(otel.glob("*.traces.jsonl"))) == 3, "the launcher's file and each worker's, side by side"
 
     spans = spans_in(otel)
     resources = [resource for _, resource in spans]

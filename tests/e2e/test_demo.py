@@ -29,9 +29,13 @@ def test_demo_runs_offline_and_keeps_everything_under_its_dir(tmp_path):
     for mode in ("train", "val", "predict", "export"):
         assert f"otel_callbacks: {mode} run took" in out.stdout, mode
     (path,) = re.findall(r"traces: file (\S+) \(written\)", out.stdout)
-    assert f"metrics: file {path} (written)" in out.stdout
+    (metrics,) = re.findall(r"metrics: file (\S+) \(written\)", out.stdout)
+    assert path.endswith(".traces.jsonl") and metrics == path.replace(".traces.", ".metrics."), "a file each"
     assert Path(path).parent == tmp_path / "demo" / "otel"
-    assert f"otel-callbacks send {path}" in out.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT=" in out.stdout
+    assert (
+        f"otel-callbacks send {Path(path).parent}" in out.stdout
+        and "OTEL_EXPORTER_OTLP_ENDPOINT=" in out.stdout
+    )
     roots = Counter(s.name for s in spans_in(tmp_path / "demo" / "otel") if not s.parent_span_id)
     assert roots == {"train": 1, "val": 1, "predict": 1, "export": 1}
     assert (tmp_path / "demo" / "runs" / "train" / "weights" / "best.torchscript").is_file()

@@ -199,7 +199,7 @@ def test_send_replays_the_default_file_into_phoenix(phoenix_url, tmp_path):
             "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={project}",
         },
     )
-    (path,) = tmp_path.glob("*.jsonl")
+    (path,) = tmp_path.glob("*.traces.jsonl")
     expected = [as_phoenix_expects(span) for span in file_spans(path).values()]
     env = {
         "OTEL_TRACES_EXPORTER": "otlp",

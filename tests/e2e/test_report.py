@@ -102,7 +102,7 @@ def runs_file(tmp_path):
     out = run_python(RUNS, {"OTEL_CALLBACKS_DIR": str(tmp_path / "otel"), "OTEL_CALLBACKS_SUMMARY": "0",
                             "OTEL_CALLBACKS_SLOW_THRESHOLD": "0.02"})  # fmt: skip
     assert out.returncode == 0, out.stderr
-    (path,) = (tmp_path / "otel").glob("*.jsonl")
+    (path,) = (tmp_path / "otel").glob("*.traces.jsonl")
     return path
 
 
