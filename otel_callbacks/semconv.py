@@ -174,6 +174,8 @@ def result_attribute(key: str) -> str:
     return RESULT_PREFIX + name
 
 
+# An epoch's: the batch from which none of its batches got spans, its share of the span budget spent.
+ATTR_SAMPLING_CUT_AT = "ultralytics.sampling.cut_at_batch"
 ATTR_RUN_NAME = "ultralytics.run.name"  # a run's root: its save directory as project/name ("detect/train2")
 
 # Attributes of the train span, from the trainer's args: scalars only, never the whole namespace;

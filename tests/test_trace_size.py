@@ -4,6 +4,8 @@ slow invocations are never dropped, and the metrics still count every call."""
 from __future__ import annotations
 
 import time
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
@@ -48,3 +50,44 @@ def test_long_training_stays_under_ten_thousand_spans_and_keeps_every_slow_call(
     counts = {(a[sc.ATTR_EVENT], a[sc.ATTR_CALLBACK]): p.count for a, p in recorded.durations()}
     assert counts[("on_train_batch_end", f"{__name__}.{sometimes_slow.__qualname__}")] == 300_000
     assert counts[("on_train_batch_start", "otel_callbacks.hooks.on_train_batch_start")] == 300_000
+
+
+GAPS = ("checkpoint", "clear_memory", "val_metrics", "strip_optimizer", "finalize", "cleanup")
+
+
+@pytest.mark.parametrize("settings", [Settings(summary=False)], indirect=True)  # the budget a user gets
+def test_every_epoch_of_a_long_training_keeps_sampled_batches_to_the_last(recorded):
+    """The budget is planned over the planned epochs: no epoch, the last ones included, is left
+    without batch spans, the trace stays within the budget, and no gap under 1 ms is a span."""
+    trainer = DetectionTrainer()
+    trainer.args = SimpleNamespace(epochs=300)  # what Ultralytics' trainer knows when training starts
+    trainer.add_callback("on_train_batch_end", lambda t: None)
+    run_train(trainer, epochs=300, batches=1000, val_batches=5)
+
+    spans = recorded.spans()
+    assert len(spans) <= Settings().max_spans, len(spans)
+    phases = [s for s in spans if sc.ATTR_PHASE in s.attributes]
+    sampled = Counter(s.attributes[sc.ATTR_EPOCH] for s in phases if s.name == "batch")
+    assert set(sampled) == set(range(1, 301)), (
+        f"epochs without batch spans: {set(range(1, 301)) - set(sampled)}"
+    )
+    assert min(sampled.values()) >= 3, "at least the first batches of every epoch"
+    epochs = {s.attributes[sc.ATTR_EPOCH]: s for s in phases if s.name == "epoch"}
+    cut = {
+        n: e.attributes[sc.ATTR_SAMPLING_CUT_AT]
+        for n, e in epochs.items()
+        if sc.ATTR_SAMPLING_CUT_AT in e.attributes
+    }
+    assert cut, (
+        "the share of an epoch is smaller than its 13 sampled batches: the epoch says where it was cut"
+    )
+    for number, at in cut.items():
+        indices = [
+            s.attributes[sc.ATTR_BATCH_INDEX]
+            for s in phases
+            if s.name == "batch" and s.attributes[sc.ATTR_EPOCH] == number
+        ]
+        assert max(indices) < at, (number, at, indices)
+    assert not [s.name for s in phases if s.name in GAPS and s.end_time - s.start_time < 1e6], (
+        "no gap under 1 ms"
+    )

@@ -47,7 +47,7 @@ class UnsampledBatches:
     def _sample(self, state: EngineState, event: str) -> None:
         """Spans for this firing? Batch events by their batch's index, all within the run's budget."""
         run = state.run
-        within_budget = run is None or run.spans < self._max_spans
+        within_budget = run is None or run.spans < run.span_limit
         if event in BATCH_START_EVENTS:
             state.batch_index += 1
             state.sampled = within_budget and self._settings.samples_batch(state.batch_index)
@@ -72,9 +72,13 @@ class UnsampledBatches:
                 self._phase_buffer(sc.PHASE_DATALOADER, run.mode),
             )
         index = state.batch_index + 1
-        within_budget = run.spans < self._max_spans
+        within_budget = run.spans < run.span_limit
         if within_budget and self._settings.samples_batch(index):
             return False  # sampled: the generic path opens it with spans
+        if not within_budget and cache.cut_at is None:  # once an epoch: said on its span
+            cache.cut_at = index
+            if cache.parent.span is not None:
+                cache.parent.span.set_attribute(sc.ATTR_SAMPLING_CUT_AT, index)
         state.batch_index = index
         state.sampled = False
         state.threshold_ns = state.batch_slow_ns

@@ -64,6 +64,7 @@ class BatchCache:
     __slots__ = (
         "batch_buffer",
         "batch_totals",
+        "cut_at",
         "idle",
         "next_sampled",
         "parent",
@@ -86,6 +87,7 @@ class BatchCache:
         self.settle_at = 2  # stamps (two a batch) that make the lane worked out
         self.wait_start = 0
         self.next_sampled = -1  # the index of the next batch that gets spans (-1: none)
+        self.cut_at: int | None = None  # the batch from which the epoch's span share was spent
 
 
 class EngineState:

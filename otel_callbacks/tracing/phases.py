@@ -185,6 +185,8 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
             self._abort_top(state, now, "epoch did not end before the next one started")
         state.epoch_batch = getattr(state.ref(), "batch_size", None)
         self._health_epoch_start(state)
+        if state.run is not None:  # this epoch's share of the span budget, its own span included
+            state.run.plan_epoch(epoch)
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
         self._open(state, sc.PHASE_EPOCH, now, state.innermost(), **attributes)
         state.stack[-1].epoch = epoch
@@ -279,10 +281,8 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         callbacks = getattr(validator, "callbacks", None)
         ref = self._trainers.get(id(callbacks)) if callbacks is not None else None
         trainer = ref() if ref is not None else None
-        if trainer is None or trainer.ref() is None:
-            return None
-        if getattr(trainer.ref(), "callbacks", None) is not callbacks:
-            return None  # the dict was replaced and its id reused
+        if trainer is None or getattr(trainer.ref(), "callbacks", None) is not callbacks:
+            return None  # gone, or the dict was replaced and its id reused
         return trainer
 
     def _predict_start(self, state: EngineState, now: int) -> None:

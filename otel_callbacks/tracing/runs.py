@@ -90,7 +90,12 @@ class Run:
     """One train / val / predict / export run: what its timing table and its buffers need."""
 
     def __init__(
-        self, mode: str, durations: BufferedHistogram, limits: Limits, implicit: bool = False
+        self,
+        mode: str,
+        durations: BufferedHistogram,
+        limits: Limits,
+        max_spans: int,
+        implicit: bool = False,
     ) -> None:
         sync_clock()
         self.mode = mode
@@ -110,11 +115,23 @@ class Run:
         self.exception: BaseException | None = None  # the one recorded on the root
         self.outer_exception: BaseException | None = None  # being handled where the run started
         self.planned_epochs: int | None = None
-        self.spans = 0  # spans made for this run: sampled ones stop at Settings.max_spans
+        self.spans = 0  # spans made for this run: sampled ones stop at span_limit
+        self.max_spans = max_spans  # Settings.max_spans
+        self.span_limit = max_spans  # where sampled spans stop: the current epoch's share (plan_epoch)
         self.span_overhead_ns = 0
         self.span_calls = 0
         self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
         self.members: list[weakref.ref[EngineState]] = []  # validators that joined this run
+
+    def plan_epoch(self, epoch: int | None) -> None:
+        """Before epoch ``epoch`` (from 1) of a training with planned epochs: its share of the spans
+        the run has left, shared equally by the epochs left and the final evaluation, so the last
+        epochs keep their sampled batches as the first ones do (first come, first served left the
+        last third of a long training without any)."""
+        if not isinstance(self.planned_epochs, int) or epoch is None:
+            return
+        left = max(self.planned_epochs - epoch + 1, 1) + 1  # this epoch, those after, the final one
+        self.span_limit = self.spans + max(self.max_spans - self.spans, 0) // left
 
     def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
         """The list one callback's durations in this run go to (per ``error.type``)."""

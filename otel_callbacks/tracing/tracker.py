@@ -219,7 +219,7 @@ class PhaseTracker(PhaseMachine):
                 handler(state, now)
             if state.run is None:
                 mode = callback.mode or mode_of(event, engine)
-                state.run = Run(mode, self._durations, self._limits, implicit=True)
+                state.run = Run(mode, self._durations, self._limits, self._max_spans, implicit=True)
             if event not in BATCH_START_EVENTS:  # after the handler: a new run has a new budget
                 self._sample(state, event)
         except Exception as exc:
@@ -251,7 +251,7 @@ class PhaseTracker(PhaseMachine):
     def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
         if state.stack or state.run is not None:
             self._abort(state, reason)
-        state.run = Run(mode, self._durations, self._limits)
+        state.run = Run(mode, self._durations, self._limits, self._max_spans)
 
     def _abort(self, state: EngineState, reason: str) -> None:
         """End whatever is open with status ERROR and the reason; finish the run."""
