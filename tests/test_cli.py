@@ -148,3 +148,18 @@ def test_send_merges_the_environments_resource_over_the_files(trace_file):
     assert out.stdout.count('"service.name": "replayed"') == spans, "the environment wins per key"
     assert out.stdout.count('"openinference.project.name": "yolo"') == spans
     assert out.stdout.count('"telemetry.sdk.language": "python"') == spans, "the file's keys stay"
+
+
+def test_report_without_plotly_says_which_extra_in_one_line(trace_file, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from otel_callbacks.apps.cli import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "plotly" else find_spec(name, *a)
+    )
+    assert main(["report", str(trace_file), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err == "otel-callbacks: error: the report needs Plotly: pip install 'otel-callbacks[report]'\n"
+    assert not (tmp_path / "r.html").exists()

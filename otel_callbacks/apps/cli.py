@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -118,11 +119,10 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        from .report_html import render
-    except ImportError:
-        raise SettingsError("the report needs Plotly: pip install 'otel-callbacks[report]'") from None
+    if importlib.util.find_spec("plotly") is None:  # imported where the page is drawn, not before
+        raise SettingsError("the report needs Plotly: pip install 'otel-callbacks[report]'")
     from .report import read
+    from .report_html import render
 
     files, missing = _inputs("report", args.files)
     if not files:
@@ -140,11 +140,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def write_report(files: list[Path], output: Path) -> str:
     """The demo's report beside its data: the path, or why there is none."""
-    try:
-        from .report import read
-        from .report_html import render
-    except ImportError:
+    if importlib.util.find_spec("plotly") is None:
         return "none (pip install 'otel-callbacks[report]' for an HTML report)"
+    from .report import read
+    from .report_html import render
+
     output.write_text(render(read(files)), encoding="utf-8")
     return f"{output.resolve()} (open it in a browser)"
 

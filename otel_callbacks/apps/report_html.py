@@ -12,8 +12,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from . import report_plots
-from .report import Report, RunView, SweepRow, sweep
+from . import report_plots, report_tables
+from .report import Report, RunView
 
 _COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error": "#e45756"}
 _CONFIG = {"displaylogo": False, "responsive": True, "showLink": False}
@@ -33,7 +33,7 @@ def render(report: Report) -> str:
         figures.append((f"{key}-waterfall", _waterfall(run)))
         figures += [(f"{key}-{name}", figure) for name, figure in plots]
         sections.append(_section(key, run, {name for name, _ in plots}))
-    calls = _callback_table(report)
+    calls = report_tables.callback_table(report)
     scripts = "\n".join(f"draw({json.dumps(div)}, {pio.to_json(fig)});" for div, fig in figures)
     bad = "".join(f"<li>{html.escape(line)}</li>" for line in report.bad_lines)
     files = ", ".join(html.escape(f) for f in report.files)
@@ -133,7 +133,7 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
         f"<div id='{key}-{name}' class='plot'></div>" for name in report_plots.NAMES if name in plots
     )
     started = html.escape(str(run.started))
-    steps = _sweep_table(key, run)
+    steps = report_tables.sweep_table(key, run)
     return f"""<section id="{key}" class="run" data-run="{html.escape(run.name)}">
 <h2>{html.escape(run.name)} run <small>{run.duration_ms / 1e3:.3f} s · service {html.escape(run.service)}
 · started <span class="ts" data-ns="{started}"></span></small></h2>
@@ -147,48 +147,6 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
 <th>% run</th></tr></thead><tbody>{phases}</tbody></table>
 <div class="plots">{divs}</div>
 </section>"""
-
-
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _sweep_table(key: str, run: RunView) -> str:
-    found = sweep(run)
-    if found is None:
-        return ""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in found.varied)
-    rows = "".join(_sweep_row(key, row, found.varied, best=n == 0) for n, row in enumerate(found.rows))
-    return (
-        f"<h3>Sweep <small>(best first; click a row for its place in the waterfall)</small></h3>"
-        f"<table class='sortable sweep'><thead><tr><th>step</th><th>{html.escape(found.metric)}</th>"
-        f"<th>status</th><th>duration s</th><th>where the time went</th>{head}</tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
-
-
-def _sweep_row(key: str, row: SweepRow, varied: list[str], best: bool) -> str:
-    marked = " class='best'" if best and row.score is not None else ""
-    went = " · ".join(f"{name} {share:.0f}%" for name, share in row.time_went)
-    score = "" if row.score is None else _value(row.score)
-    cells = [row.label, score, row.status, f"{row.duration_ms / 1e3:.1f}", went]
-    cells += [_value(row.hyperparameters.get(name, "")) for name in varied]
-    tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
-    return f"<tr onclick='focusSpan(\"{key}\", {row.index}, 0.02)'{marked}>{tds}</tr>"
-
-
-def _callback_table(report: Report) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(r.mode)}</td><td>{html.escape(r.event)}</td><td>{html.escape(r.callback)}</td>"
-        f"<td>{html.escape(r.integration)}</td><td>{r.calls}</td><td>{r.mean_ms:.3f}</td>"
-        f"<td>{r.p95_ms:.3f}</td><td>{r.total_s:.3f}</td><td>{r.errors}</td></tr>"
-        for r in report.callbacks
-    )
-    return (
-        "<table class='sortable callbacks'><thead><tr><th>mode</th><th>event</th><th>callback</th>"
-        "<th>integration</th><th>calls</th><th>mean ms</th><th>p95 ms (bucket bound)</th><th>total s</th>"
-        f"<th>errors</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
 
 
 _PAGE = """<!DOCTYPE html>
@@ -207,7 +165,7 @@ table.sweep tr.best {{ font-weight: bold; }}
 <script>{plotly}</script></head><body>
 <h1>otel-callbacks report</h1>
 <p>{runs} runs from {files}</p>{bad}
-<h2>Callbacks <small>(every call, from the metrics)</small></h2>{callbacks}
+<h2>Callbacks <small>(every call, from the metrics; by total time)</small></h2>{callbacks}
 {sections}
 <script>
 const CONFIG = {config};
@@ -235,7 +193,7 @@ document.querySelectorAll("table.sortable").forEach(table =>
   table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {{
     const body = table.tBodies[0], rows = Array.from(body.rows);
     const value = row => {{
-      const text = row.cells[column].textContent, number = parseFloat(text);
+      const cell = row.cells[column], text = cell.dataset.sort ?? cell.textContent, number = parseFloat(text);
       return isNaN(number) ? text : number;
     }};
     const up = th.dataset.up !== "1"; th.dataset.up = up ? "1" : "0";

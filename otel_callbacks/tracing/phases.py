@@ -22,7 +22,7 @@ from .engines import RUN_PHASES, EngineState, Phase
 from .gaps import Gaps
 from .health import Health
 from .outcomes import Outcomes
-from .results import as_attributes, run_attributes
+from .results import as_attributes, run_attributes, run_name
 from .resume import leave_mark, resume_epoch, resumed_run
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         if trainer is None or trainer.run is None:
             state.parent = None
             self._new_run(state, sc.MODE_VAL, "a new validation started before on_val_end")
-            self._open(state, sc.PHASE_VAL, now, self._root_parent(), **self._ranks)
+            self._open(state, sc.PHASE_VAL, now, self._root_parent(), **self._ranks, **run_name(state.ref()))
             return
         state.parent, state.run = trainer, trainer.run
         trainer.run.members.append(weakref.ref(state))
@@ -287,7 +287,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
 
     def _predict_start(self, state: EngineState, now: int) -> None:
         self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
-        self._open(state, sc.PHASE_PREDICT, now, self._root_parent(), **self._ranks)
+        self._open(state, sc.PHASE_PREDICT, now, self._root_parent(), **self._ranks, **run_name(state.ref()))
 
     def _predict_batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_PREDICT_BATCH):

@@ -83,6 +83,10 @@ def open_page(
                     ".plot", "divs => divs.filter(d => d.querySelector('.main-svg')).map(d => d.id)"
                 ),
                 "legends": page.eval_on_selector_all(".plot .legendtext", "ts => ts.map(t => t.textContent)"),
+                "callbacks": page.eval_on_selector_all(
+                    "table.callbacks tbody tr",
+                    "rows => rows.map(r => [...r.cells].map(c => [c.textContent, c.dataset.sort ?? null]))",
+                ),
                 "sweep": page.eval_on_selector_all(
                     "table.sweep tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
                 ),
@@ -128,6 +132,18 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
         shown_counts[row[0]] += int(row[1])
     assert shown_counts == expected, "the phase tables count the file's phase spans"
     assert '"name": "on_fit_epoch_end checkpoint_uploader"' in shown["detail"]
+    # The callbacks: by total time, the no-op defaults on one line, a first-bucket p95 said as such.
+    rows = shown["callbacks"]
+    totals = [float(row[5][1]) for row in rows]
+    assert totals == sorted(totals, reverse=True)
+    (defaults,) = [row for row in rows if row[0][0].startswith("Ultralytics' no-op default hooks")]
+    assert defaults[3][0] == "default" and not [
+        row for row in rows[1:] if row[3][0] == "default" and row is not defaults
+    ]
+    uploader = next(row for row in rows if row[0][0].endswith("checkpoint_uploader"))
+    assert uploader[5][0].endswith(" ms") and uploader[7][0].startswith("<= ")
+    fast = [row for row in rows if row[7][0].startswith("< ")]
+    assert fast and all(row[7][0] == "< 100 us" for row in fast), "under the first bucket's bound"
     assert (ARTIFACTS / "report-waterfall.png").stat().st_size > 10_000
 
 

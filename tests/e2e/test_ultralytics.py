@@ -135,6 +135,9 @@ def test_installed_runs_give_the_span_trees_and_every_call_is_counted(recorded, 
     assert val_phases - Counter({"val_metrics": 1}) == {"val": 1, "dataloader": 1, "val_batch": 1}
     predict = Tree(by_trace["predict"])
     assert len(predict.phases("predict_batch")) == 2 and len(predict.phases("predict")) == 1
+    ((predict_root,), (val_root,)) = predict.phases("predict"), val.phases("val")
+    for root in (predict_root, val_root):  # where Ultralytics saved them, as project/name
+        assert root.attributes[sc.ATTR_RUN_NAME].count("/") == 1, root.attributes[sc.ATTR_RUN_NAME]
     assert set(predict.parent_names(predict.callbacks("on_predict_postprocess_end"))) == {"predict_batch"}
     export = Tree(by_trace["export"])
     assert {s.attributes.get(sc.ATTR_EVENT, s.name) for s in export.spans} == {
