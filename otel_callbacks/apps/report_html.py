@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from . import report_plots, report_tables
+from . import report_answer, report_plots, report_tables
 from .report import Report, RunView
 
 _COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error": "#e45756"}
@@ -134,9 +134,11 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
     )
     started = html.escape(str(run.started))
     steps = report_tables.sweep_table(key, run)
+    answer = "".join(f"<li>{html.escape(line)}</li>" for line in report_answer.answer(run))
     return f"""<section id="{key}" class="run" data-run="{html.escape(run.name)}">
 <h2>{html.escape(run.name)} run <small>{run.duration_ms / 1e3:.3f} s · service {html.escape(run.service)}
 · started <span class="ts" data-ns="{started}"></span></small></h2>
+<ul class="answer">{answer}</ul>
 <table class="attrs">{attributes}</table>{steps}
 <h3>Waterfall <small>(drag to zoom, double-click to reset, click a bar for its details)</small></h3>
 <div id="{key}-waterfall" class="waterfall"></div>
@@ -161,12 +163,14 @@ td, th {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
 section.run {{ border-top: 3px solid #4c78a8; margin-top: 2em; }}
 table.sweep tbody tr {{ cursor: pointer; }}
 table.sweep tr.best {{ font-weight: bold; }}
+ul.answer {{ font-size: 1.1em; line-height: 1.5; }}
+ul.answer li:first-child {{ font-weight: bold; }}
 </style>
 <script>{plotly}</script></head><body>
 <h1>otel-callbacks report</h1>
 <p>{runs} runs from {files}</p>{bad}
-<h2>Callbacks <small>(every call, from the metrics; by total time)</small></h2>{callbacks}
 {sections}
+<h2>Callbacks <small>(every call of every run, from the metrics; by total time)</small></h2>{callbacks}
 <script>
 const CONFIG = {config};
 const DETAILS = {details};

@@ -83,6 +83,9 @@ def open_page(
                     ".plot", "divs => divs.filter(d => d.querySelector('.main-svg')).map(d => d.id)"
                 ),
                 "legends": page.eval_on_selector_all(".plot .legendtext", "ts => ts.map(t => t.textContent)"),
+                "answers": page.eval_on_selector_all(
+                    "ul.answer", "lists => lists.map(l => [...l.children].map(li => li.textContent))"
+                ),
                 "callbacks": page.eval_on_selector_all(
                     "table.callbacks tbody tr",
                     "rows => rows.map(r => [...r.cells].map(c => [c.textContent, c.dataset.sort ?? null]))",
@@ -132,6 +135,11 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
         shown_counts[row[0]] += int(row[1])
     assert shown_counts == expected, "the phase tables count the file's phase spans"
     assert '"name": "on_fit_epoch_end checkpoint_uploader"' in shown["detail"]
+    # The answer first: each run's section opens with how it went.
+    assert shown["answers"][0][0].endswith(" ms, finished")
+    assert shown["answers"][0][1].startswith("where the time went: callbacks ")
+    assert shown["answers"][0][2] == "slow: on_fit_epoch_end checkpoint_uploader (1x)"
+    assert "failed: on_predict_end post_results (1x)" in shown["answers"][1]
     # The callbacks: by total time, the no-op defaults on one line, a first-bucket p95 said as such.
     rows = shown["callbacks"]
     totals = [float(row[5][1]) for row in rows]

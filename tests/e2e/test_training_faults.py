@@ -18,6 +18,7 @@ from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
 from otel_callbacks.apps import report as otel_report
+from otel_callbacks.apps import report_answer
 from otel_callbacks.apps.send import spans as request_spans
 from otel_callbacks.telemetry import otlp_file
 from tests.test_phases import Tree
@@ -243,3 +244,4 @@ def test_sigkill_mid_epoch_leaves_a_file_that_replays_as_a_whole_tree(data, tmp_
     assert epochs[1].status.description == sc.UNCLOSED
     (run,) = otel_report.read(sorted((tmp_path / "otel").glob("*.jsonl"))).runs
     assert run.spans[0].status == f"ERROR: {sc.UNCLOSED}", "the report shows the killed run's root"
+    assert report_answer.outcome(run).startswith("killed: the process ended without closing it")

@@ -1,0 +1,49 @@
+"""A run's answer first, in words and numbers: how long, how it ended, where the time went, what was
+slow or failed, what Ultralytics retried."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .. import semconv as sc
+from .report import RunView, own_times
+from .report_tables import duration
+
+_ENDINGS = {  # the root's status message -> how people say it
+    "interrupted (KeyboardInterrupt)": "interrupted (Ctrl-C)",
+    "terminated by SIGTERM": "terminated (SIGTERM)",
+    sc.UNCLOSED: "killed: the process ended without closing it (SIGKILL, out of memory, power)",
+}
+
+
+def outcome(run: RunView) -> str:
+    root = run.spans[0]
+    if not root.status:
+        stop = next((e for e in root.events if e["name"] == sc.EVENT_EARLY_STOP), None)
+        return f"finished, stopped early: {stop.get(sc.ATTR_MESSAGE, '')}" if stop else "finished"
+    message = root.status.removeprefix("ERROR: ")
+    return _ENDINGS.get(message, f"failed: {message}")
+
+
+def answer(run: RunView) -> list[str]:
+    """The lines that open the run's section, most important first."""
+    lines = [f"{duration(run.duration_ms / 1e3)}, {outcome(run)}"]
+    own = own_times(run.spans, 0)
+    if run.name in own:  # the root's time that none of its phases covers
+        own[f"{run.name} outside its phases"] = own.pop(run.name)
+    total = sum(own.values()) or 1.0
+    top = ", ".join(f"{name} {100 * ms / total:.0f}%" for name, ms in own.most_common(3))
+    lines.append(f"where the time went: {top}")
+    restarts = [e for e in run.spans[0].events if e["name"] == sc.EVENT_EPOCH_RESTART]
+    if restarts:
+        lines.append(
+            f"retried {len(restarts)} epoch(s): " + "; ".join(e.get(sc.ATTR_MESSAGE, "") for e in restarts)
+        )
+    slow = Counter(s.name for s in run.spans if s.slow)
+    failed = Counter(s.name for s in run.spans if s.status and not s.is_phase)
+    for what, found in (("slow", slow), ("failed", failed)):
+        if found:
+            lines.append(
+                f"{what}: " + ", ".join(f"{name} ({count}x)" for name, count in found.most_common(5))
+            )
+    return lines
