@@ -1,8 +1,9 @@
 """The report as one self-contained HTML file: Plotly's offline bundle inlined, no network request.
 
-Per run: its attributes, a waterfall of the trace (one lane per depth of the tree, zoom and pan,
-hover for a span, click for its attributes, events and status), the phase breakdown, the slow and
-failed invocations linked to their place in the waterfall, and epoch, batch and dataloader plots.
+Per run: its answer (report_answer.py), its attributes, a sweep's table (report_tables.py), a
+waterfall of the trace (one lane per depth of the tree, zoom and pan, hover for a span, click for its
+attributes, events and status), the slow and failed invocations linked to their place in the
+waterfall, the phase breakdown and the plots (report_plots.py); then the callbacks' table.
 """
 
 from __future__ import annotations
