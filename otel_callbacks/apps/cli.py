@@ -133,9 +133,21 @@ def _report(args: argparse.Namespace) -> int:
         return _nothing_usable("report")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(report), encoding="utf-8")
+    output.write_text(render(report, _comparison(args.files)), encoding="utf-8")
     print(f"otel-callbacks report: {len(report.runs)} runs -> {output.resolve()} (open it in a browser)")
     return 1 if (missing or report.bad_lines) else 0
+
+
+def _comparison(arguments: Sequence[str]) -> str:
+    """BEFORE AFTER: two arguments (files or directories) that each hold a run, side by side."""
+    from .report import read
+    from .report_compare import compare, comparison_table
+
+    if len(arguments) != 2:
+        return ""
+    before, after = (read(expand([argument])[0]) for argument in arguments)
+    changes = compare(before, after)
+    return comparison_table(changes, *arguments) if changes else ""
 
 
 def write_report(files: list[Path], output: Path) -> str:
@@ -173,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = commands.add_parser(
         "report",
         help="write one self-contained HTML page (waterfall, tables, plots) from OTLP/JSON-lines files",
-        description="Exit status: 0 written, 1 written with bad lines skipped, 2 nothing usable.",
+        description="Two arguments that each hold a run (BEFORE AFTER, files or directories): the page "
+        "opens with them side by side. Exit status: 0 written, 1 written with bad lines skipped, "
+        "2 nothing usable.",
     )
     report.add_argument("files", nargs="+", help="files, directories (their *.jsonl) or globs")
     report.add_argument("-o", "--output", default="report.html", help="the page to write (report.html)")

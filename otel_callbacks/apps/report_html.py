@@ -20,7 +20,8 @@ _COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error"
 _CONFIG = {"displaylogo": False, "responsive": True, "showLink": False}
 
 
-def render(report: Report) -> str:
+def render(report: Report, comparison: str = "") -> str:
+    """The page; ``comparison``: a before-and-after table (report_compare.py) that opens it."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
 
@@ -45,6 +46,7 @@ def render(report: Report) -> str:
         bad=f"<details><summary>{len(report.bad_lines)} bad lines skipped</summary><ul>{bad}</ul></details>"
         if bad
         else "",
+        comparison=comparison,
         sections="\n".join(sections),
         callbacks=calls,
         details=json.dumps(details),
@@ -170,6 +172,7 @@ ul.answer li:first-child {{ font-weight: bold; }}
 <script>{plotly}</script></head><body>
 <h1>otel-callbacks report</h1>
 <p>{runs} runs from {files}</p>{bad}
+{comparison}
 {sections}
 <h2>Callbacks <small>(every call of every run, from the metrics; by total time)</small></h2>{callbacks}
 <script>

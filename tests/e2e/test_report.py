@@ -86,6 +86,10 @@ def open_page(
                 "answers": page.eval_on_selector_all(
                     "ul.answer", "lists => lists.map(l => [...l.children].map(li => li.textContent))"
                 ),
+                "compare": page.eval_on_selector_all(
+                    "table.compare tbody tr",
+                    "rows => rows.map(r => [...[...r.cells].map(c => c.textContent), r.dataset.delta])",
+                ),
                 "callbacks": page.eval_on_selector_all(
                     "table.callbacks tbody tr",
                     "rows => rows.map(r => [...r.cells].map(c => [c.textContent, c.dataset.sort ?? null]))",
@@ -168,3 +172,28 @@ def test_bad_input_follows_the_send_rules(runs_file, tmp_path):
     garbage.write_text("nothing here\n")
     out = subprocess.run([COMMAND, "report", str(garbage)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "nothing usable" in out.stderr and not (tmp_path / "report.html").exists()
+
+
+def test_two_runs_compared_what_changed_most_first(tmp_path):
+    browser_available()
+    slow, fast = RUNS, RUNS.replace("time.sleep(0.03)", "pass")  # the uploader fixed
+    for name, script in (("before", slow), ("after", fast)):
+        out = run_python(script, {"OTEL_CALLBACKS_DIR": str(tmp_path / name), "OTEL_CALLBACKS_SUMMARY": "0"})
+        assert out.returncode == 0, out.stderr
+    page = tmp_path / "compare.html"
+    out = subprocess.run(
+        [COMMAND, "report", str(tmp_path / "before"), str(tmp_path / "after"), "-o", str(page)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    errors, external, shown = open_page(page, ARTIFACTS / "report-compare.png")
+    assert errors == [] and external == [], (errors, external)
+    rows = shown["compare"]
+    assert [r[1] for r in rows[:2]] == ["train run, total", "epoch, mean"]
+    assert rows[0][4].startswith("-"), "the training got shorter"
+    changes = [abs(float(r[5])) for r in rows[2:]]
+    assert changes == sorted(changes, reverse=True), "what changed most first"
+    assert rows[2][1] == "on_fit_epoch_end __main__.checkpoint_uploader", rows[2]
+    uploader = next(r for r in rows if r[1] == "on_fit_epoch_end __main__.checkpoint_uploader")
+    assert uploader[2].endswith(" ms") and uploader[3].endswith(" us"), uploader
