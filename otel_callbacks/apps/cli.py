@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.set_defaults(handler=_send)
     report = commands.add_parser(
         "report",
-        help="write one self-contained HTML page (waterfall, tables, plots) from OTLP/JSON-lines files",
+        help="write one self-contained HTML page (answers, traces, tables, plots) from OTLP/JSON-lines files",
         description="Two arguments that each hold a run (BEFORE AFTER, files or directories): the page "
         "opens with them side by side. Exit status: 0 written, 1 written with bad lines skipped, "
         "2 nothing usable.",

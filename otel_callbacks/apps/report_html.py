@@ -1,22 +1,19 @@
 """The report as one self-contained HTML file: Plotly's offline bundle inlined, no network request.
 
-Per run: its answer (report_answer.py), its attributes, a sweep's table (report_tables.py), a
-waterfall of the trace (one lane per depth of the tree, zoom and pan, hover for a span, click for its
-attributes, events and status), the slow and failed invocations linked to their place in the
-waterfall, the phase breakdown and the plots (report_plots.py); then the callbacks' table.
+Per run: its answer (report_answer.py), its attributes, a sweep's table (report_tables.py), the
+trace view (report_trace.py), the slow and failed invocations linked to their row there, the phase
+breakdown and the plots (report_plots.py); then the callbacks' table.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections import Counter
 from typing import Any
 
-from . import report_answer, report_plots, report_tables
+from . import report_answer, report_plots, report_tables, report_trace
 from .report import Report, RunView
 
-_COLORS = {"phase": "#4c78a8", "callback": "#9ecae9", "slow": "#f58518", "error": "#e45756"}
 _CONFIG = {"displaylogo": False, "responsive": True, "showLink": False}
 
 
@@ -27,12 +24,13 @@ def render(report: Report, comparison: str = "") -> str:
 
     figures: list[tuple[str, Any]] = []
     details: dict[str, list[dict[str, Any]]] = {}
+    traces: dict[str, list[list[Any]]] = {}
     sections = []
     for index, run in enumerate(report.runs):
         key = f"run{index}"
         details[key] = [_detail(span) for span in run.spans]
+        traces[key] = report_trace.rows(run)
         plots = report_plots.plots(run)
-        figures.append((f"{key}-waterfall", _waterfall(run)))
         figures += [(f"{key}-{name}", figure) for name, figure in plots]
         sections.append(_section(key, run, {name for name, _ in plots}))
     calls = report_tables.callback_table(report)
@@ -50,6 +48,9 @@ def render(report: Report, comparison: str = "") -> str:
         sections="\n".join(sections),
         callbacks=calls,
         details=json.dumps(details),
+        traces=json.dumps(traces),
+        trace_css=report_trace.CSS,
+        trace_js=report_trace.JS,
         config=json.dumps(_CONFIG),
         scripts=scripts,
     )
@@ -64,55 +65,6 @@ def _detail(span: Any) -> dict[str, Any]:
         "attributes": span.attributes,
         "events": span.events,
     }
-
-
-def _kind(span: Any) -> str:
-    if span.status:
-        return "error"
-    if span.slow:
-        return "slow"
-    return "phase" if span.is_phase else "callback"
-
-
-def _lanes(run: RunView) -> list[str]:
-    """A label per depth: the phases most often found there."""
-    names: dict[int, Counter] = {}
-    for span in run.spans:
-        names.setdefault(span.depth, Counter())[span.name if span.is_phase else "callbacks"] += 1
-    return [f"{depth}: " + " · ".join(n for n, _ in names[depth].most_common(3)) for depth in sorted(names)]
-
-
-def _waterfall(run: RunView) -> Any:
-    import plotly.graph_objects as go
-
-    lanes = _lanes(run)
-    figure = go.Figure()
-    for kind, color in _COLORS.items():
-        chosen = [(i, s) for i, s in enumerate(run.spans) if _kind(s) == kind]
-        if not chosen:
-            continue
-        figure.add_trace(
-            go.Bar(
-                name=kind,
-                orientation="h",
-                base=[s.start_ms for _, s in chosen],
-                x=[max(s.duration_ms, 0.001) for _, s in chosen],
-                y=[lanes[s.depth] for _, s in chosen],
-                customdata=[[i, s.name, round(s.duration_ms, 3)] for i, s in chosen],
-                marker={"color": color, "line": {"width": 0}},
-                hovertemplate="%{customdata[1]}<br>%{customdata[2]} ms<extra>" + kind + "</extra>",
-            )
-        )
-    figure.update_layout(
-        barmode="overlay",
-        height=120 + 45 * len(lanes),
-        margin={"l": 10, "r": 10, "t": 30, "b": 30},
-        xaxis={"title": "ms from the run's start", "rangeslider": {"visible": False}},
-        yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": lanes, "automargin": True},
-        dragmode="zoom",
-        legend={"orientation": "h", "y": 1.08},
-    )
-    return figure
 
 
 def _section(key: str, run: RunView, plots: set[str]) -> str:
@@ -143,8 +95,8 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
 · started <span class="ts" data-ns="{started}"></span></small></h2>
 <ul class="answer">{answer}</ul>
 <table class="attrs">{attributes}</table>{steps}
-<h3>Waterfall <small>(drag to zoom, double-click to reset, click a bar for its details)</small></h3>
-<div id="{key}-waterfall" class="waterfall"></div>
+<h3>Trace <small>(a row per span in tree order; ▸ opens a row, a click shows its details)</small></h3>
+<div id="{key}-trace" class="trace"></div>
 <pre id="{key}-detail" class="detail">click a span</pre>
 <h3>Slow and failed</h3><ul class="noteworthy">{notes}</ul>
 <h3>Phases</h3>
@@ -168,6 +120,7 @@ table.sweep tbody tr {{ cursor: pointer; }}
 table.sweep tr.best {{ font-weight: bold; }}
 ul.answer {{ font-size: 1.1em; line-height: 1.5; }}
 ul.answer li:first-child {{ font-weight: bold; }}
+{trace_css}
 </style>
 <script>{plotly}</script></head><body>
 <h1>otel-callbacks report</h1>
@@ -179,21 +132,9 @@ ul.answer li:first-child {{ font-weight: bold; }}
 const CONFIG = {config};
 const DETAILS = {details};
 function draw(div, figure) {{ Plotly.newPlot(div, figure.data, figure.layout, CONFIG); }}
-function focusSpan(run, index, margin = 2) {{
-  const span = DETAILS[run][index];
-  const pad = Math.max(span.duration_ms * margin, 1);
-  const range = [span.start_ms - pad, span.start_ms + span.duration_ms + pad];
-  Plotly.relayout(run + "-waterfall", {{"xaxis.range": range}});
-  document.getElementById(run + "-detail").textContent = JSON.stringify(span, null, 2);
-  document.getElementById(run + "-waterfall").scrollIntoView();
-  return false;
-}}
+const TRACES = {traces};
+{trace_js}
 {scripts}
-document.querySelectorAll(".waterfall").forEach(div => div.on("plotly_click", event => {{
-  const run = div.id.replace("-waterfall", "");
-  const index = event.points[0].customdata[0];
-  document.getElementById(run + "-detail").textContent = JSON.stringify(DETAILS[run][index], null, 2);
-}}));
 document.querySelectorAll(".ts").forEach(el => {{
   el.textContent = new Date(Number(el.dataset.ns) / 1e6).toISOString();
 }});

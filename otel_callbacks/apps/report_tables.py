@@ -81,7 +81,7 @@ def sweep_table(key: str, run: RunView) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in found.varied)
     rows = "".join(_sweep_row(key, row, found.varied, best=n == 0) for n, row in enumerate(found.rows))
     return (
-        f"<h3>Sweep <small>(best first; click a row for its place in the waterfall)</small></h3>"
+        f"<h3>Sweep <small>(best first; click a row for its place in the trace)</small></h3>"
         f"<table class='sortable sweep'><thead><tr><th>step</th><th>{html.escape(found.metric)}</th>"
         f"<th>status</th><th>duration s</th><th>where the time went</th>{head}</tr></thead>"
         f"<tbody>{rows}</tbody></table>"
@@ -95,4 +95,4 @@ def _sweep_row(key: str, row: SweepRow, varied: list[str], best: bool) -> str:
     cells = [row.label, score, row.status, f"{row.duration_ms / 1e3:.1f}", went]
     cells += [_value(row.hyperparameters.get(name, "")) for name in varied]
     tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
-    return f"<tr onclick='focusSpan(\"{key}\", {row.index}, 0.02)'{marked}>{tds}</tr>"
+    return f"<tr onclick='focusSpan(\"{key}\", {row.index})'{marked}>{tds}</tr>"

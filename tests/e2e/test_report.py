@@ -72,7 +72,7 @@ def open_page(
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_path.as_uri(), wait_until="load", timeout=timeout_ms)
-            page.wait_for_selector(".waterfall .main-svg", timeout=timeout_ms)
+            page.wait_for_selector(".trace .row", timeout=timeout_ms)
             shown = {
                 "runs": page.eval_on_selector_all("section.run", "els => els.map(e => e.dataset.run)"),
                 "text": page.inner_text("body"),
@@ -101,6 +101,10 @@ def open_page(
             if click is not None:
                 page.click(click)
             shown["detail"] = page.inner_text("section.run .detail")
+            shown["trace"] = page.eval_on_selector_all(
+                "#run0-trace .row",  # the first run's: text, classes, shown
+                "rows => rows.map(r => [r.textContent, r.className, r.style.display !== 'none'])",
+            )
             if screenshot is not None:
                 page.locator("section.run").first.screenshot(path=str(screenshot))
         finally:
@@ -126,7 +130,7 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
     assert out.returncode == 0, out.stderr
     assert "3 runs" in out.stdout and page.is_file()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    errors, external, shown = open_page(page, ARTIFACTS / "report-waterfall.png")
+    errors, external, shown = open_page(page, ARTIFACTS / "report-trace.png")
     assert errors == [] and external == [], (errors, external)
     assert shown["runs"] == ["train", "predict", "export"], "every run of the file"
     text = shown["text"]
@@ -139,6 +143,14 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
         shown_counts[row[0]] += int(row[1])
     assert shown_counts == expected, "the phase tables count the file's phase spans"
     assert '"name": "on_fit_epoch_end checkpoint_uploader"' in shown["detail"]
+    # The trace view: a row per span, epochs collapsed but the one the slow call was opened in.
+    rows = shown["trace"]
+    assert len(rows) == len(report.runs[0].spans) and rows[0][0].startswith("▾train")
+    epochs = [row for row in rows if row[0].lstrip("▸▾").startswith("epoch")]
+    assert [row[0][0] for row in epochs] == ["▸", "▾", "▸"], "the slow call's epoch opened, the others not"
+    selected = [row for row in rows if "selected" in row[1]]
+    assert len(selected) == 1 and selected[0][0].startswith("on_fit_epoch_end checkpoint_uploader")
+    assert "slow" in selected[0][1] and selected[0][2], "marked and shown"
     # The answer first: each run's section opens with how it went.
     assert shown["answers"][0][0].endswith(" ms, finished")
     assert shown["answers"][0][1].startswith("where the time went: callbacks ")
@@ -156,7 +168,7 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
     assert uploader[5][0].endswith(" ms") and uploader[7][0].startswith("<= ")
     fast = [row for row in rows if row[7][0].startswith("< ")]
     assert fast and all(row[7][0] == "< 100 us" for row in fast), "under the first bucket's bound"
-    assert (ARTIFACTS / "report-waterfall.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "report-trace.png").stat().st_size > 10_000
 
 
 def test_bad_input_follows_the_send_rules(runs_file, tmp_path):

@@ -201,7 +201,7 @@ def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
 
 
 @pytest.mark.skipif(not ULTRALYTICS_8_4, reason="fitness comes from 8.4's Tuner result records")
-def test_the_report_shows_the_sweep_best_first_and_opens_an_iterations_waterfall(tuned):
+def test_the_report_shows_the_sweep_best_first_and_opens_an_iteration_in_the_trace(tuned):
     browser_available()
     page = tuned / "report.html"
     out = subprocess.run(
