@@ -20,8 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUN = """
 import sys
+from types import SimpleNamespace
 from tests.engines import DetectionTrainer, run_train
-run_train(DetectionTrainer(), epochs=int(sys.argv[1]), batches=int(sys.argv[2]), val_batches=5)
+trainer = DetectionTrainer()
+trainer.args = SimpleNamespace(epochs=int(sys.argv[1]))  # planned epochs, as Ultralytics has them
+run_train(trainer, epochs=int(sys.argv[1]), batches=int(sys.argv[2]), val_batches=5)
 """
 
 
