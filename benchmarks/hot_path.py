@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -143,9 +144,8 @@ def installed_repeats(steps: int, repeats: int) -> tuple[list[float], list[float
     plain_trainer = Trainer(plain_callbacks)
     with tempfile.TemporaryDirectory() as directory:
         saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("OTEL_")}
-        os.environ["OTEL_CALLBACKS_DIR"] = directory
         try:
-            tel = telemetry.configure(Settings(summary=False))
+            tel = telemetry.configure(Settings(summary=False, output_dir=Path(directory)))
             callbacks = otel_callbacks.get_default_callbacks()
             for event in events:
                 callbacks[event].append(user_callback)
@@ -156,9 +156,8 @@ def installed_repeats(steps: int, repeats: int) -> tuple[list[float], list[float
                 plain.append(per_call_ns(training_step(plain_trainer), 1, steps, 1))
                 flush = functools.partial(tel.force_flush, 30)
                 instrumented.append(per_call_ns(training_step(trainer), 1, steps, 1, flush))
-            telemetry.shutdown()
         finally:
-            os.environ.pop("OTEL_CALLBACKS_DIR")
+            telemetry.shutdown()
             os.environ.update(saved)
     return plain, instrumented
 

@@ -148,8 +148,8 @@ class Settings:
     fraction of the median batch time (0 turns the relative rule off)."""
     gap_span_min: float = 0.001
     """``OTEL_CALLBACKS_GAP_SPAN_MIN``: seconds a gap between two hooks (checkpoint, clear_memory,
-    val_metrics, finalize, cleanup) must last to get a span; shorter ones are only in the metrics and
-    their parent's untraced time (a row of 26 us between every two epochs is clutter)."""
+    val_metrics, strip_optimizer, finalize, cleanup) must last to get a span; shorter ones are only
+    in the metrics and their parent's untraced time (a row of 26 us between every two epochs is clutter)."""
     default_hook_spans: bool = False
     """``OTEL_CALLBACKS_DEFAULT_HOOK_SPANS``: spans for the no-op default hooks too (always counted
     in the metrics; a slow or failed call gets its span either way)."""

@@ -7,6 +7,7 @@ its slow and failed invocations and its epochs. :mod:`.report_html` draws them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -105,6 +106,7 @@ def sweep(run: RunView) -> Sweep | None:
             continue
         a = span.attributes
         score = None if span.status else a.get(sc.result_attribute(metric))  # a failed one's is no result
+        score = score if isinstance(score, (int, float)) and math.isfinite(score) else None
         label = a.get(sc.ATTR_TUNE_ITERATION, a.get(sc.ATTR_TRIAL_ID, index))
         status = span.status or str(a.get(sc.ATTR_TRIAL_STATUS, "OK"))
         hyp = {
@@ -155,10 +157,6 @@ class CallbackRow:
     errors: int = 0
     buckets: list[int] = field(default_factory=list)
     bounds: list[float] = field(default_factory=list)
-
-    @property
-    def mean_ms(self) -> float:
-        return 1e3 * self.total_s / self.calls if self.calls else 0.0
 
     @property
     def p95_ms(self) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .. import semconv as sc
 from .report import Report, RunView
-from .report_tables import duration, folded
+from .report_tables import cell, duration, folded
 
 
 @dataclass
@@ -39,7 +39,7 @@ def _phase_means(run: RunView) -> dict[str, float]:
 
 
 def _callback_means(report: Report) -> dict[str, float]:
-    """Each callback's mean, Ultralytics' no-op defaults as one line (report_tables.folded)."""
+    """Each callback's mean over the file's runs, Ultralytics' no-op defaults as one line."""
     rows = folded(report.callbacks)
     return {f"{r.event} {r.callback}".strip(): r.total_s / r.calls for r in rows if r.calls}
 
@@ -58,8 +58,10 @@ def compare(before: Report, after: Report) -> list[Change] | None:
         ("callback", _callback_means(before), _callback_means(after)),
     ):
         changes += [Change(what, name, old.get(name), new.get(name)) for name in dict.fromkeys([*old, *new])]
-    head, rest = changes[:2], changes[2:]
-    rest.sort(key=lambda c: -abs((c.after or 0.0) - (c.before or 0.0)))
+    head = [c for c in changes if c.what == "run"]
+    rest = sorted(
+        (c for c in changes if c.what != "run"), key=lambda c: -abs((c.after or 0.0) - (c.before or 0.0))
+    )
     return head + rest
 
 
@@ -80,7 +82,14 @@ def _row(change: Change) -> str:
     elif abs(delta) < 1e-6:
         said = "same"
     else:
-        said = f"{'+' if delta >= 0 else '-'}{duration(abs(delta))} ({ratio:.2f}x)" if ratio else ""
-    cells = [change.what, change.name, "" if change.before is None else duration(change.before),
-             "" if change.after is None else duration(change.after), said]  # fmt: skip
-    return f"<tr data-delta='{delta}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        said = f"{'+' if delta >= 0 else '-'}{duration(abs(delta))}" + (f" ({ratio:.2f}x)" if ratio else "")
+    before = "" if change.before is None else duration(change.before)
+    after = "" if change.after is None else duration(change.after)
+    cells = [
+        (change.what, None),
+        (change.name, None),
+        (before, change.before),
+        (after, change.after),
+        (said, delta),
+    ]
+    return "<tr>" + "".join(cell(text, sort) for text, sort in cells) + "</tr>"

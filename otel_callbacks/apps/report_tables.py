@@ -18,13 +18,13 @@ def duration(seconds: float) -> str:
         return f"{seconds * 1e6:.0f} us"
     if seconds < 1:
         return f"{seconds * 1e3:.3g} ms"
-    if seconds < 120:
+    if seconds < 119.5:
         return f"{seconds:.3g} s"
-    minutes, rest = divmod(seconds, 60)
+    minutes, rest = divmod(round(seconds), 60)
     if minutes < 120:
-        return f"{minutes:.0f} min {rest:.0f} s"
+        return f"{minutes} min {rest} s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours:.0f} h {minutes:.0f} min"
+    return f"{hours} h {minutes} min"
 
 
 def p95(row: CallbackRow) -> str:
@@ -32,6 +32,8 @@ def p95(row: CallbackRow) -> str:
     if not row.calls or not row.bounds:
         return ""
     bound = row.p95_ms / 1e3
+    if bound == float("inf"):  # the overflow bucket
+        return f"> {duration(row.bounds[-1])}"
     return f"< {duration(bound)}" if bound <= row.bounds[0] else f"<= {duration(bound)}"
 
 
@@ -62,10 +64,11 @@ def _callback_row(row: CallbackRow) -> str:
     cells = [(row.callback, None), (row.event, None), (row.mode, None), (row.integration, None),
              (str(row.calls), row.calls), (duration(row.total_s), row.total_s), (duration(mean), mean),
              (p95(row), row.p95_ms), (str(row.errors), row.errors)]  # fmt: skip
-    return "<tr>" + "".join(_cell(text, sort) for text, sort in cells) + "</tr>"
+    return "<tr>" + "".join(cell(text, sort) for text, sort in cells) + "</tr>"
 
 
-def _cell(text: str, sort: Any = None) -> str:
+def cell(text: str, sort: Any = None) -> str:
+    """A cell; ``sort``: the value the page's column sort uses instead of the text."""
     key = "" if sort is None else f" data-sort='{sort}'"
     return f"<td{key}>{html.escape(text)}</td>"
 

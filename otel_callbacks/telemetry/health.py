@@ -8,6 +8,7 @@ on a machine without a GPU (or without ``nvidia-ml-py``) their series are absent
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from collections.abc import Iterable
@@ -121,6 +122,7 @@ class HealthInstruments:
                 yield Observation(pynvml.nvmlDeviceGetMemoryInfo(handle).used, attributes, NO_CONTEXT)
 
 
+@functools.cache  # once a process: every telemetry (a Ray worker's each trial) shares it
 def _process() -> Any:
     try:
         import psutil
@@ -130,6 +132,7 @@ def _process() -> Any:
         return None
 
 
+@functools.cache  # nvmlInit once a process
 def _nvml_devices() -> list[tuple[Any, dict[str, str]]]:
     """Each GPU NVML sees, with its ``hw.id`` (the GPU's UUID) and ``hw.name``; none without NVML."""
     try:

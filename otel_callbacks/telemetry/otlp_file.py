@@ -91,9 +91,9 @@ def repaired(
 ) -> list[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
     """One process's requests with its open-phase records resolved: a record whose span ended later
     is dropped; one whose span never ended (SIGKILL, power loss) becomes that span, ERROR
-    ``semconv.UNCLOSED``, ended at the last moment the file recorded (a span's end, a metric point,
-    an unclosed phase's start), so the tree has no orphans, no child outlives its parent and the
-    phases keep their ids."""
+    ``semconv.UNCLOSED``, ended at the last moment the requests hold (a span's end, an unclosed
+    phase's start, a metric point where metrics are among them), so the tree has no orphans, no
+    child outlives its parent and the phases keep their ids."""
     closed: set[bytes] = set()
     records: list[tuple[Any, Any]] = []
     last = 0

@@ -55,7 +55,7 @@ class Telemetry:
         """Where each signal goes ("traces", "metrics"), described for people."""
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
-        self.output = output  # the embedded default's file, when it is used
+        self.output = output  # the embedded default's files (traces, metrics), when it is used
         self.announced_to = output if traces_to_file else None
         """The file that gets a record of each long phase as it opens, when traces go to it."""
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)

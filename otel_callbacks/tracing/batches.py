@@ -40,7 +40,6 @@ class UnsampledBatches:
     """Mixed into the phase machine; uses its tracker's buffers, settings and limits."""
 
     _limits: Any
-    _max_spans: int
     _settings: Any
     _telemetry: Any
 

@@ -39,8 +39,9 @@ class Health:
 
     def _start_health(self) -> None:
         self._images: weakref.WeakKeyDictionary[EngineState, _Images] = weakref.WeakKeyDictionary()
-        self._images_lock = threading.Lock()
-        self._telemetry.on_collect(self._bring_images_up_to_date)
+        self._images_lock = threading.RLock()  # the collector (_forget) or SIGTERM may come back in
+        hook = weakref.WeakMethod(self._bring_images_up_to_date)  # a scratch tracker (calibration) dies
+        self._telemetry.on_collect(lambda: (method := hook()) is not None and method())
 
     def _health_epoch_start(self, state: EngineState) -> None:
         trainer = state.ref()
@@ -63,11 +64,27 @@ class Health:
         if read is None:
             return None
         results = read(state.ref())
+        if phase.name == sc.PHASE_EPOCH and state.run is not None:
+            state.run.epoch_ended()
+        try:
+            self._record_health(state, phase, results, error, retry)
+        except Exception as exc:  # the phase still ends, with its span
+            self._telemetry.report_error(exc)
+        return results
+
+    def _record_health(
+        self,
+        state: EngineState,
+        phase: Phase,
+        results: dict[str, float],
+        error: str | None,
+        retry: str | None,
+    ) -> None:
         health = self._telemetry.health
         if phase.name == sc.PHASE_VAL:
             if state.parent is None and error is None:
                 health.record_results(results, sc.MODE_VAL)
-            return results
+            return
         with self._images_lock:
             images = self._images.get(state)
             if images is not None and images.epoch_size is not None:
@@ -81,7 +98,6 @@ class Health:
                 planned = state.run.planned_epochs if state.run is not None else None
                 health.record_progress(state.epoch, planned)
             health.record_gpu_memory(getattr(state.ref(), "device", None))
-        return results
 
     def _bring_images_up_to_date(self) -> None:
         with self._images_lock:

@@ -22,7 +22,7 @@ events of its own      ``on_batch_end`` inside each batch   none
 A restarted epoch is a retry, not a failure: its abandoned attempt ends ERROR with what happened and
 what Ultralytics did, the run stays OK. A crash ends the run where the exception leaves
 ``model.train()``: seen at ``teardown`` in 8.4 (``sys.exc_info`` inside the ``finally``), and by the
-adapter around ``BaseTrainer.train`` where no teardown fires (``ultralytics/train.py``).
+adapter around ``BaseTrainer.train`` where no teardown fires (``ultralytics/boundaries.py``).
 """
 
 from __future__ import annotations
@@ -99,6 +99,16 @@ class Outcomes:
     """Mixed into the phase machine; uses its tracker's telemetry and its ``_finish``."""
 
     _telemetry: Any
+
+    def _version_handlers(self) -> dict[str, Any]:
+        """The phase machine's handlers for what only some Ultralytics versions do."""
+        return {"on_train_epoch_end": self._batch_loop_broken}
+
+    def _batch_loop_broken(self, state: EngineState, now: int) -> None:
+        """Ultralytics 8.3's time limit breaks the batch loop after a batch's optimizer step, before
+        its on_train_batch_end: that batch ended where the loop did, and did not fail."""
+        if state.top(sc.PHASE_BATCH):
+            self._finish(state, state.stack.pop(), now)
 
     def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
         """A callback raised: the phase it ran in and its run's root span are ERROR, the root with

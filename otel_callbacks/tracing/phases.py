@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 _SAMPLED_PHASES = (sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH)
 # Long phases: the embedded file gets a record of each as it opens (telemetry/otlp_file.py).
 _ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
-# Phases whose span turns ERROR when anything in their run did not close normally.
-_RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)
+_RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)  # ERROR when any of their run failed
 
 
 class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
@@ -60,6 +59,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
             "on_predict_end": lambda s, now: self._end(s, sc.PHASE_PREDICT),
             "on_export_start": self._export_start,
             "on_export_end": lambda s, now: self._end(s, sc.PHASE_EXPORT),
+            **self._version_handlers(),
         }
 
     # Opening and closing ------------------------------------------------------------------

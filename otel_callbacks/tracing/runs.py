@@ -133,6 +133,10 @@ class Run:
         left = max(self.planned_epochs - epoch + 1, 1) + 1  # this epoch, those after, the final one
         self.span_limit = self.spans + max(self.max_spans - self.spans, 0) // left
 
+    def epoch_ended(self) -> None:
+        """The epoch's share ends with it: what follows (the final evaluation) may use what is left."""
+        self.span_limit = self.max_spans
+
     def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
         """The list one callback's durations in this run go to (per ``error.type``)."""
         key = (tuple(binding.attributes.values()), error_type)

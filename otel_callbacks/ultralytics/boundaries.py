@@ -62,11 +62,14 @@ def _bounded(original: Any) -> Any:
 
 def install() -> None:
     with _lock:
-        if _originals:
+        if _originals:  # installed
             return
         for module, name, method in _BOUNDARIES:
-            cls = getattr(importlib.import_module(module), name)
-            original = cls.__dict__[method]
+            try:  # each on its own: one Ultralytics moved or renamed leaves the others bounded
+                cls = getattr(importlib.import_module(module), name)
+                original = cls.__dict__[method]
+            except (ImportError, AttributeError, KeyError):
+                continue
             _originals[(cls, method)] = original
             setattr(cls, method, _bounded(original))
 

@@ -32,7 +32,7 @@ from .sweeps import hyperparameters, task_metric
 
 _lock = threading.Lock()
 _original: list[Any] = []  # ultralytics.utils.tuner.run_ray_tune while installed
-_FLUSH_S = 1.0  # at most: Ray kills a stopped trial's process 200 ms after its SIGTERM
+_FLUSH_S = 1.0  # at most; usually milliseconds, before Ray stops the worker (SIGTERM, SIGKILL 200 ms on)
 
 
 def ray_runtime_env(env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def open_page(
                 ),
                 "compare": page.eval_on_selector_all(
                     "table.compare tbody tr",
-                    "rows => rows.map(r => [...[...r.cells].map(c => c.textContent), r.dataset.delta])",
+                    "rows => rows.map(r => [...[...r.cells].map(c => c.textContent),"
+                    " r.cells[4].dataset.sort])",
                 ),
                 "callbacks": page.eval_on_selector_all(
                     "table.callbacks tbody tr",

@@ -216,7 +216,7 @@ def test_an_early_end_says_why(data, tmp_path, fault, reason, epochs):
     stdout, tree = run_training(fault, data, tmp_path, epochs=epochs)
     assert "FINISHED" in stdout
     root, spans = one_root(tree)
-    assert root.status.status_code is StatusCode.UNSET
+    assert root.status.status_code is StatusCode.UNSET, root.status.description
     assert root.attributes[sc.ATTR_STOP_REASON] == reason
     completed = root.attributes[sc.ATTR_EPOCHS_COMPLETED]
     assert completed == max(e.attributes[sc.ATTR_EPOCH] for e in spans) < epochs
