@@ -67,13 +67,27 @@ def _detail(span: Any) -> dict[str, Any]:
     }
 
 
+def _phase_cells(run: RunView, name: str, count: int, total_ms: float) -> list[tuple[str, Any]]:
+    share = 100 * total_ms / max(run.duration_ms, 1e-9)
+    total, mean = total_ms / 1e3, total_ms / count / 1e3
+    duration = report_tables.duration
+    return [
+        (name, None),
+        (str(count), count),
+        (duration(total), total),
+        (duration(mean), mean),
+        (f"{share:.1f}", share),
+    ]
+
+
 def _section(key: str, run: RunView, plots: set[str]) -> str:
     attributes = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in run.attributes.items()
     )
     phases = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{count}</td><td>{total / 1e3:.3f}</td>"
-        f"<td>{total / count:.3f}</td><td>{100 * total / max(run.duration_ms, 1e-9):.1f}</td></tr>"
+        "<tr>"
+        + "".join(report_tables.cell(text, sort) for text, sort in _phase_cells(run, name, count, total))
+        + "</tr>"
         for name, (count, total) in run.phase_counts().items()
     )
     notes = (
@@ -100,7 +114,7 @@ def _section(key: str, run: RunView, plots: set[str]) -> str:
 <pre id="{key}-detail" class="detail">click a span</pre>
 <h3>Slow and failed</h3><ul class="noteworthy">{notes}</ul>
 <h3>Phases</h3>
-<table class="sortable phases"><thead><tr><th>phase</th><th>count</th><th>total s</th><th>mean ms</th>
+<table class="sortable phases"><thead><tr><th>phase</th><th>count</th><th>total</th><th>mean</th>
 <th>% run</th></tr></thead><tbody>{phases}</tbody></table>
 <div class="plots">{divs}</div>
 </section>"""
