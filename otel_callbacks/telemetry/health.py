@@ -1,8 +1,8 @@
 """Training-health instruments: results, progress, images trained, memory.
 
 Everything here is recorded at epoch ends or read at collection, never on a batch's path. The
-process's resident memory and NVML's GPU readings are observable gauges sampled by the reader;
-on a machine without a GPU (or without ``nvidia-ml-py``) their series are absent, not zero.
+process's resident memory and NVML's GPU readings are sampled when a reader collects; on a machine
+without a GPU (or without ``nvidia-ml-py``) their series are absent, not zero.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import contextlib
 import functools
 import math
 import sys
-from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 
 from .. import semconv as sc
 from .histograms import NO_CONTEXT
@@ -23,7 +22,8 @@ from .histograms import NO_CONTEXT
 class HealthInstruments:
     def __init__(self, meter: Meter) -> None:
         self.result = meter.create_gauge(
-            sc.METRIC_RESULT, description="An epoch's losses, learning rates, metrics and fitness, by name"
+            sc.METRIC_RESULT,
+            description="An epoch's losses, learning rates, metrics and fitness, by name",
         )
         self.non_finite = meter.create_gauge(
             sc.METRIC_RESULT_NON_FINITE, description="1 while a result's latest value is NaN or Inf"
@@ -40,31 +40,45 @@ class HealthInstruments:
         )
         self.gpu_peak = {
             kind: meter.create_gauge(
-                name, unit="By", description=f"Peak GPU memory {kind} by PyTorch since the process started"
+                name,
+                unit="By",
+                description=f"Peak GPU memory {kind} by PyTorch since the process started",
             )
             for kind, name in (
                 ("allocated", sc.METRIC_GPU_PEAK_ALLOCATED),
                 ("reserved", sc.METRIC_GPU_PEAK_RESERVED),
             )
         }
+        # Read at collection (sample()) into synchronous gauges: an observable gauge's observations get
+        # exemplars without a span in SDK 1.28, which its OTLP encoder cannot write.
         self._process = _process()
-        if self._process is not None:
-            meter.create_observable_gauge(
-                sc.METRIC_PROCESS_MEMORY,
-                callbacks=[self._resident_memory],
-                unit="By",
-                description="The process's resident (physical) memory",
-            )
+        self.resident = meter.create_gauge(
+            sc.METRIC_PROCESS_MEMORY, unit="By", description="The process's resident (physical) memory"
+        )
         self._gpus = _nvml_devices()
-        if self._gpus:
-            meter.create_observable_gauge(
-                sc.METRIC_GPU_UTILIZATION, callbacks=[self._gpu_utilization], unit="1",
-                description="Share of time the GPU ran a kernel (NVML)",
-            )  # fmt: skip
-            meter.create_observable_gauge(
-                sc.METRIC_GPU_MEMORY_USAGE, callbacks=[self._gpu_memory], unit="By",
-                description="GPU memory in use, all processes (NVML)",
-            )  # fmt: skip
+        self.gpu_utilization = meter.create_gauge(
+            sc.METRIC_GPU_UTILIZATION, unit="1", description="Share of time the GPU ran a kernel (NVML)"
+        )
+        self.gpu_memory = meter.create_gauge(
+            sc.METRIC_GPU_MEMORY_USAGE, unit="By", description="GPU memory in use, all processes (NVML)"
+        )
+
+    def sample(self) -> None:
+        """At each collection: the resident memory and NVML's readings (absent where unreadable)."""
+        if self._process is not None:
+            with contextlib.suppress(Exception):  # the process table unreadable: no sample this time
+                self.resident.set(self._process.memory_info().rss, {}, context=NO_CONTEXT)
+        if not self._gpus:
+            return
+        import pynvml
+
+        for handle, attributes in self._gpus:
+            with contextlib.suppress(Exception):
+                utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100
+                self.gpu_utilization.set(utilization, attributes, context=NO_CONTEXT)
+                self.gpu_memory.set(
+                    pynvml.nvmlDeviceGetMemoryInfo(handle).used, attributes, context=NO_CONTEXT
+                )
 
     def record_results(self, results: dict[str, float], mode: str) -> None:
         """Ultralytics' own keys (``train/box_loss``, ``lr/pg0``, ``metrics/mAP50-95(B)``, ``fitness``).
@@ -100,26 +114,6 @@ class HealthInstruments:
         attributes = {sc.ATTR_HW_ID: f"cuda:{index}"}
         self.gpu_peak["allocated"].set(torch.cuda.max_memory_allocated(index), attributes, context=NO_CONTEXT)
         self.gpu_peak["reserved"].set(torch.cuda.max_memory_reserved(index), attributes, context=NO_CONTEXT)
-
-    def _resident_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        with contextlib.suppress(Exception):  # the process table unreadable: no sample this time
-            yield Observation(self._process.memory_info().rss, context=NO_CONTEXT)
-
-    def _gpu_utilization(self, options: CallbackOptions) -> Iterable[Observation]:
-        import pynvml
-
-        for handle, attributes in self._gpus:
-            with contextlib.suppress(Exception):
-                yield Observation(
-                    pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100, attributes, NO_CONTEXT
-                )
-
-    def _gpu_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        import pynvml
-
-        for handle, attributes in self._gpus:
-            with contextlib.suppress(Exception):
-                yield Observation(pynvml.nvmlDeviceGetMemoryInfo(handle).used, attributes, NO_CONTEXT)
 
 
 @functools.cache  # once a process: every telemetry (a Ray worker's each trial) shares it

@@ -97,8 +97,8 @@ class Telemetry:
         # No observations: this instrument exists so that every reader's collection (push or pull)
         # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
-        self._collecting: list[Callable[[], None]] = []
         self.health = HealthInstruments(meter)
+        self._collecting: list[Callable[[], None]] = [self.health.sample]
         self.errors_seen: dict[str, int] = {}
         self._shutdown_hooks: list[Callable[[str], None]] = []
         # For exporters we built: their failure logs once per kind, every failure counted.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sys
 import uuid
+from pathlib import Path
 
 from opentelemetry.sdk.resources import (
     HOST_NAME,
@@ -21,7 +23,7 @@ from ..config import process_ranks
 
 # What the SDK's process detector finds that tells runs apart; never its command line or paths
 # (arguments can hold secrets, paths user names).
-_PROCESS_KEYS = (PROCESS_PID, PROCESS_EXECUTABLE_NAME, PROCESS_RUNTIME_NAME, PROCESS_RUNTIME_VERSION)
+_PROCESS_KEYS = (PROCESS_PID, PROCESS_RUNTIME_NAME, PROCESS_RUNTIME_VERSION)
 
 
 def process_resource() -> Resource:
@@ -33,6 +35,7 @@ def process_resource() -> Resource:
         "service.instance.id": str(uuid.uuid4()),
         HOST_NAME: socket.gethostname(),
         **{key: detected[key] for key in _PROCESS_KEYS if key in detected},
+        PROCESS_EXECUTABLE_NAME: Path(sys.executable).name,  # older SDKs put the whole path there
         **process_ranks(),
     }
     from_environment = OTELResourceDetector().detect().attributes
