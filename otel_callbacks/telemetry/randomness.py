@@ -43,18 +43,9 @@ class PrivateRandomIdGenerator(RandomIdGenerator):
         return trace_id
 
 
-# The SDK's exemplar reservoirs (``from random import randrange``): SDK 1.28 offers every observation
-# of an observable gauge to them whatever the exemplar filter says, drawing at each collection.
-_EXEMPLAR_MODULE = "opentelemetry.sdk.metrics._internal.exemplar.exemplar_reservoir"
-
-
 def isolate_exporter_jitter() -> None:
-    """Point the imported OTLP exporters' ``random``, and the SDK exemplar reservoirs' ``randrange``,
-    at private generators (same distributions)."""
+    """Point the imported OTLP exporters' ``random`` at a private generator (same distribution)."""
     for name in _JITTER_MODULES:
         module = sys.modules.get(name)
         if module is not None and getattr(module, "random", None) is random:
             module.random = random.Random()
-    reservoirs = sys.modules.get(_EXEMPLAR_MODULE)
-    if reservoirs is not None and getattr(reservoirs, "randrange", None) == random.randrange:
-        reservoirs.randrange = random.Random().randrange

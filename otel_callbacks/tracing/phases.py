@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 _SAMPLED_PHASES = (sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH)
 # Long phases: the embedded file gets a record of each as it opens (telemetry/otlp_file.py).
 _ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
-_RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)  # ERROR when any of their run failed
+_RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)  # ERROR when anything in the run failed
 
 
 class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
