@@ -52,6 +52,8 @@ HYPERPARAMETER_PREFIX = "ultralytics.hyp."  # an iteration's or trial's hyperpar
 # where none came (SIGKILL) `send` and `report` end it ERROR with UNCLOSED (telemetry/otlp_file.py).
 ATTR_OPEN = "otel_callbacks.open"
 UNCLOSED = "the process ended without closing this phase"
+# A run's root: seconds otel_callbacks spent around its callbacks (the timing table's overhead line).
+ATTR_OVERHEAD = "otel_callbacks.overhead_s"
 
 # Values of ATTR_INTEGRATION that are not an integration's own name.
 INTEGRATION_DEFAULT = "default"

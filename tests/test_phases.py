@@ -96,7 +96,8 @@ def test_two_epoch_training_tree(recorded):
     (train,) = tree.phases("train")
     assert train.parent is None and train.status.status_code is StatusCode.UNSET
     assert 0 <= train.attributes[sc.ATTR_UNTRACED] < (train.end_time - train.start_time) / 1e9
-    assert {k: v for k, v in train.attributes.items() if k != sc.ATTR_UNTRACED} == {
+    assert train.attributes[sc.ATTR_OVERHEAD] > 0, "the instrumentation's own time, on the root"
+    assert {k: v for k, v in train.attributes.items() if k not in (sc.ATTR_UNTRACED, sc.ATTR_OVERHEAD)} == {
         sc.ATTR_PHASE: "train",
         "ultralytics.task": "detect",
         "ultralytics.model": "yolo11n.yaml",
@@ -364,6 +365,22 @@ def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_a
     assert telemetry.providers.active is None
     assert tracker.last_report is not None, "the run was finished, its table made"
     assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
+
+
+def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, monkeypatch):
+    # The table is made before the root ends (the root carries its overhead): its failure must not
+    # leave the root open.
+    from otel_callbacks.tracing.report import Report
+
+    def broken(self):
+        raise OSError("stdout closed")
+
+    monkeypatch.setattr(Report, "emit", broken)
+    run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
+    assert_closed_and_isolated(recorded)
+    (train,) = Tree(recorded.spans()).phases("train")
+    assert train.status.status_code is StatusCode.UNSET and sc.ATTR_OVERHEAD not in train.attributes
+    assert telemetry.current().errors_seen == {"OSError": 1}
 
 
 @pytest.mark.parametrize("settings", [Settings(default_hook_spans=True)], indirect=True)  # gaps: 1 ms

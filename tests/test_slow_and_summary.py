@@ -153,6 +153,7 @@ def test_table_numbers_match_the_spans_and_metrics_of_the_run(recorded, capsys):
 
     (train,) = recorded.phase_spans("train")
     assert report.run_ns == pytest.approx(train.end_time - train.start_time, abs=200_000)
+    assert train.attributes[sc.ATTR_OVERHEAD] == report.overhead_ns / 1e9 > 0, "the table's, on the root"
     phase_points = {}  # by phase, train and val modes together
     for attributes, point in recorded.points(sc.METRIC_PHASE_DURATION):
         count, total = phase_points.get(attributes[sc.ATTR_PHASE], (0, 0.0))

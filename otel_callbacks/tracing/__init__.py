@@ -2,7 +2,8 @@
 the run's timing table. The wrapper talks to the tracker through one narrow interface."""
 
 from .calibration import fast_path_cost_ns
-from .tracker import PhaseTracker, tracker_for
+from .tracker import PhaseTracker
+from .trackers import tracker_for
 from .wrapper import InstrumentedCallback, instrument
 
 PhaseTracker.calibrate = staticmethod(fast_path_cost_ns)

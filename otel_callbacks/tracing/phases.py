@@ -97,9 +97,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
                 self._finish(state, phase, end)
                 break
             self._finish(state, phase, end, f"{phase.name} never reached its end event before {name} ended")
-        if not state.stack and name in RUN_PHASES and state.parent is None:
-            self._finish_run(state, end)
-        elif state.parent is not None and name == sc.PHASE_VAL:
+        if state.parent is not None and name == sc.PHASE_VAL:
             state.parent.val_end = end
             state.run = None  # the validator's next val may belong to another epoch or run
 
@@ -122,9 +120,17 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         if error is not None and run is not None:
             run.fail(error)
         results = self._phase_results(state, phase, error, retry)  # as metrics too
+        report = None
+        if not state.stack and state.parent is None and phase.name in RUN_PHASES:
+            try:  # the run's table before its root ends, for the overhead; the root ends regardless
+                report = self._finish_run(state, end)
+            except Exception as exc:
+                self._telemetry.report_error(exc)
         span = phase.span
         if span is None:
             return
+        if report is not None:
+            span.set_attribute(sc.ATTR_OVERHEAD, report.overhead_ns / 1e9)
         if phase.covered:
             span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)
         if error is None and results:
@@ -136,8 +142,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         span.end(end_time=wall(end))
 
     def _root_parent(self) -> Context | None:
-        """A run's root is a child of the span current where it starts; without one, of the context a
-        launcher handed down in TRACEPARENT (a DDP worker, a scheduled job)."""
+        """A run's root: a child of the current span, else of a launcher's TRACEPARENT (DDP, a job)."""
         if trace.get_current_span().get_span_context().is_valid:
             return None
         return self._environment_context
@@ -225,8 +230,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         self._end(state, sc.PHASE_VAL)
 
     def _teardown(self, state: EngineState, now: int) -> None:
-        """Ultralytics 8.4 runs teardown in a ``finally``: an exception propagating is the run's
-        crash; otherwise whatever is still open did not finish."""
+        """Ultralytics 8.4's ``finally``: a propagating exception is the crash; open phases never ended."""
         if not any(phase.name == sc.PHASE_TRAIN for phase in state.stack):
             return
         error = self.propagating()
@@ -276,14 +280,6 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         epoch = state.epoch
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
         self._open(state, sc.PHASE_VAL, now, trainer.innermost(), **attributes)
-
-    def _trainer_of(self, validator: Any) -> EngineState | None:
-        callbacks = getattr(validator, "callbacks", None)
-        ref = self._trainers.get(id(callbacks)) if callbacks is not None else None
-        trainer = ref() if ref is not None else None
-        if trainer is None or getattr(trainer.ref(), "callbacks", None) is not callbacks:
-            return None  # gone, or the dict was replaced and its id reused
-        return trainer
 
     def _predict_start(self, state: EngineState, now: int) -> None:
         self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")

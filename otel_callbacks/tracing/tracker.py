@@ -35,20 +35,6 @@ if TYPE_CHECKING:
 # Events that start a loop whose batches are counted from 0.
 _LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
 
-_trackers: weakref.WeakKeyDictionary[Any, PhaseTracker] = weakref.WeakKeyDictionary()
-_trackers_lock = threading.Lock()
-
-
-def tracker_for(tel: Telemetry) -> PhaseTracker:
-    """The tracker of a configured telemetry, made on first use; it closes what is open when that
-    telemetry shuts down."""
-    with _trackers_lock:
-        tracker = _trackers.get(tel)
-        if tracker is None:
-            tracker = _trackers[tel] = PhaseTracker(tel, calibrate=PhaseTracker.calibrate)
-            tel.on_shutdown(tracker.close_all)
-        return tracker
-
 
 class PhaseTracker(PhaseMachine):
     """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs."""
@@ -204,6 +190,14 @@ class PhaseTracker(PhaseMachine):
         for state in states:
             self._abort(state, reason)
 
+    def _trainer_of(self, validator: Any) -> EngineState | None:
+        callbacks = getattr(validator, "callbacks", None)
+        ref = self._trainers.get(id(callbacks)) if callbacks is not None else None
+        trainer = ref() if ref is not None else None
+        if trainer is None or getattr(trainer.ref(), "callbacks", None) is not callbacks:
+            return None  # gone, or the dict was replaced and its id reused
+        return trainer
+
     # Firings ----------------------------------------------------------------------------------
 
     def _fire(self, state: EngineState, callback: Any, engine: Any, now: int) -> None:
@@ -276,25 +270,25 @@ class PhaseTracker(PhaseMachine):
         state.pending = None
         self._settle(state)
 
-    def _finish_run(self, state: EngineState, end: int) -> None:
+    def _finish_run(self, state: EngineState, end: int) -> Report | None:
         self._settle(state)
         run, state.run, state.armed = state.run, None, None
         state.batch_times.clear()
         state.batch_slow_ns = state.slow_ns
         if run is None:
-            return
+            return None
         for member in run.members:  # a validator still inside the run (the training raised)
             other = member()
             if other is not None and other is not state:
                 self._abort(other, "the training ended during this validation")
         if run.implicit:  # no table: release its buffers, skip measuring the overhead
             run.finish(end, 0.0)
-            return
-        # Measured with a wrapper call, which binds to the active telemetry: not while this one is
-        # shutting down (it is no longer active), where it would configure a new one at exit.
+            return None
+        # Not while shutting down (no longer active): the probe's wrapper call would configure anew.
         if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
         report = run.finish(end, self.fast_call_ns)
         if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
             report.emit()
         self.last_report = report
+        return report

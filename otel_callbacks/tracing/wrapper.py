@@ -24,7 +24,7 @@ from ..hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
 from ..telemetry import providers
 from .clock import perf_ns, wall
 from .names import integration_of, qualified_name, span_name
-from .tracker import tracker_for
+from .trackers import tracker_for
 
 _perf_ns = perf_ns
 _NO_ENGINE: Any = object()  # called without arguments

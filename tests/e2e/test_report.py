@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from otel_callbacks import semconv as sc
 from otel_callbacks.apps.report import count_by_name, read
+from otel_callbacks.apps.report_tables import duration
 from tests.test_telemetry import run_python
 
 CHROMIUM = "/usr/bin/chromium"
@@ -156,6 +158,9 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
     assert shown["answers"][0][0].endswith(" ms, finished")
     assert shown["answers"][0][1].startswith("where the time went: callbacks ")
     assert shown["answers"][0][2] == "slow: on_fit_epoch_end checkpoint_uploader (1x)"
+    overhead = report.runs[0].spans[0].attributes[sc.ATTR_OVERHEAD]
+    assert overhead > 0
+    assert shown["answers"][0][3].startswith(f"otel-callbacks' own time: {duration(overhead)} (")
     assert "failed: on_predict_end post_results (1x)" in shown["answers"][1]
     # The callbacks: by total time, the no-op defaults on one line, a first-bucket p95 said as such.
     rows = shown["callbacks"]

@@ -232,6 +232,7 @@ def test_sigterm_mid_epoch_ends_the_run_and_exits_as_the_signal_would(data, tmp_
     assert [e.attributes[sc.ATTR_EPOCH] for e in epochs] == [1, 2]
     assert epochs[0].status.status_code is StatusCode.UNSET, "the epoch that finished is kept"
     assert epochs[1].status.description == "terminated by SIGTERM"
+    assert root.attributes[sc.ATTR_OVERHEAD] > 0, "measured before the root ended"
 
 
 def test_sigkill_mid_epoch_leaves_a_file_that_replays_as_a_whole_tree(data, tmp_path):
@@ -245,3 +246,4 @@ def test_sigkill_mid_epoch_leaves_a_file_that_replays_as_a_whole_tree(data, tmp_
     (run,) = otel_report.read(sorted((tmp_path / "otel").glob("*.jsonl"))).runs
     assert run.spans[0].status == f"ERROR: {sc.UNCLOSED}", "the report shows the killed run's root"
     assert report_answer.outcome(run).startswith("killed: the process ended without closing it")
+    assert not any("own time" in line for line in report_answer.answer(run)), "never measured"
