@@ -118,6 +118,7 @@ TRIAL_FAILED = "failed"
 STOP_TIME_LIMIT = "time_limit"  # the time= argument (hours)
 STOP_EARLY_STOPPING = "early_stopping"  # patience epochs without a better fitness
 STOP_EXTERNAL = "stopped"  # trainer.stop set from outside (a callback, a platform's cancel)
+STOP_EXIT = "exit"  # a clean exit left the training (SystemExit 0: sys.exit(), Ray Tune ending a trial)
 
 # Explicit bucket boundaries in seconds, 100 us to 60 s, for every duration histogram.
 DURATION_BUCKETS: tuple[float, ...] = (

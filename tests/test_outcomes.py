@@ -4,6 +4,7 @@ retried epochs, early stops and crashes, each with the tree, the statuses and th
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from opentelemetry.trace import StatusCode
@@ -275,6 +276,44 @@ def test_a_crash_without_teardown_is_ended_by_the_adapters_report(recorded):
     root = assert_one_tree(tree)
     assert root.status.description == "Forward: dataloader died"
     assert [e.name for e in root.events].count("exception") == 1
+
+
+@pytest.mark.parametrize("teardown_in_finally", [True, False], ids=["8.4", "8.3"])
+@pytest.mark.parametrize("code", [0, None, 3])
+def test_a_clean_exit_is_an_early_stop_and_any_other_exit_a_failure(recorded, code, teardown_in_finally):
+    """Ray Tune ends every trial with ``SystemExit`` from ``tune.report`` in ``on_fit_epoch_end``."""
+    trainer = Trainer(epochs=2)
+
+    def report(t):
+        if t.epoch == 1:
+            sys.exit(code)
+
+    trainer.add_callback("on_fit_epoch_end", report)
+    with pytest.raises(SystemExit) as raised:
+        train(trainer, lambda *a: None, teardown_in_finally)
+    if not teardown_in_finally:  # 8.3: BaseTrainer.train's wrapper reports it
+        tracing.current_tracker().crashed(trainer, raised.value)
+    tree = Tree(recorded.spans())
+    assert_closed_and_isolated(recorded)
+    root = assert_one_tree(tree)
+    (epoch_2,) = [e for e in tree.phases("epoch") if e.attributes[sc.ATTR_EPOCH] == 2]
+    (callback,) = [s for s in tree.spans if tree.parent(s) is epoch_2 and s.name == "on_fit_epoch_end report"]
+    assert [e.name for e in callback.events] == ["exception"], "the exit is on the span it left"
+    if code == 3:
+        for span in (root, epoch_2, callback):
+            assert span.status.status_code is StatusCode.ERROR, span.name
+        assert root.status.description == "exited (SystemExit 3)"
+        return
+    for span in tree.spans:
+        assert span.status.status_code is StatusCode.UNSET, span.name
+        assert sc.ATTR_ERROR_TYPE not in span.attributes, span.name
+    assert root.attributes[sc.ATTR_STOP_REASON] == sc.STOP_EXIT
+    (stop,) = [e for e in root.events if e.name == sc.EVENT_EARLY_STOP]
+    message = f"exited (SystemExit {code}) at on_fit_epoch_end of epoch 2 of 2"
+    assert stop.attributes[sc.ATTR_MESSAGE] == message
+    assert tree.phases("final_eval") == [], "it never ran"
+    failed = [a for a, _ in recorded.durations() if sc.ATTR_ERROR_TYPE in a]
+    assert failed == [], "no failed call in the metrics"
 
 
 def test_a_training_inside_an_except_block_is_not_its_crash(recorded):

@@ -383,12 +383,13 @@ def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, mon
     assert telemetry.current().errors_seen == {"OSError": 1}
 
 
-@pytest.mark.parametrize("settings", [Settings(default_hook_spans=True)], indirect=True)  # gaps: 1 ms
+# A 20 ms minimum: microsecond gaps stay under it even where a garbage collection runs in one.
+@pytest.mark.parametrize("settings", [Settings(default_hook_spans=True, gap_span_min=0.02)], indirect=True)
 def test_gaps_under_the_minimum_get_no_span_but_are_counted_and_untraced(recorded):
     class SlowSave(DetectionTrainer):
         def run_callbacks(self, event):
-            if event == "on_model_save" and self.epoch == 1:  # the second epoch's checkpoint: 20 ms
-                time.sleep(0.02)
+            if event == "on_model_save" and self.epoch == 1:  # the second epoch's checkpoint: 40 ms
+                time.sleep(0.04)
             super().run_callbacks(event)
 
     run_train(SlowSave())
@@ -402,4 +403,4 @@ def test_gaps_under_the_minimum_get_no_span_but_are_counted_and_untraced(recorde
         assert counts[gap] == TWO_EPOCH_PHASES[gap], f"{gap}: every one in the metrics"
     first, second = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
     assert first.attributes[sc.ATTR_UNTRACED] > 0, "the first epoch's checkpoint is its untraced time"
-    assert second.attributes[sc.ATTR_UNTRACED] < 0.02, "the second's is its span's"
+    assert second.attributes[sc.ATTR_UNTRACED] < 0.04, "the second's is its span's"

@@ -80,6 +80,12 @@ def stop_reason(trainer: Any, planned: Any) -> tuple[str, str] | None:
     return sc.STOP_EXTERNAL, f"stopped by trainer.stop: {of}"
 
 
+def clean_exit(error: BaseException) -> bool:
+    """``sys.exit()`` or ``sys.exit(0)``: the program ends as it meant to, which is no failure (as
+    OpenTelemetry's ``use_span`` records no ``SystemExit``). Ray Tune ends every trial this way."""
+    return isinstance(error, SystemExit) and error.code in (None, 0)
+
+
 def crash_message(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
@@ -113,6 +119,8 @@ class Outcomes:
     def raised(self, state: EngineState, callback_name: str, error: BaseException) -> None:
         """A callback raised: the phase it ran in and its run's root span are ERROR, the root with
         the exception and the callback's name (Ultralytics lets it leave ``model.train()``)."""
+        if clean_exit(error):  # not a failure: the run's end says it stopped (_exited)
+            return
         error_type = type(error).__qualname__
         status = Status(StatusCode.ERROR, crash_message(error))
         phase = state.top_phase()
@@ -167,6 +175,9 @@ class Outcomes:
         now, the root records it; the train phase is left for ``teardown`` or the caller to close."""
         run = state.run
         end = end or perf_ns()
+        if clean_exit(error):
+            self._exited(state, error, end)
+            return
         message, error_type = crash_message(error), type(error).__qualname__
         members = [member() for member in (run.members if run is not None else ())]
         for other in (m for m in members if m is not None and m is not state):
@@ -182,11 +193,32 @@ class Outcomes:
         run.raised = True  # the root's status is set
         run.exception = error
 
-    def _end_with(self, state: EngineState, end: int, message: str, error_type: str, keep: int) -> None:
+    def _exited(self, state: EngineState, error: BaseException, end: int) -> None:
+        """A clean exit left the run: its open phases end where it left them, not failed, and the
+        root says where it stopped, as an early stop."""
+        event, epoch = state.previous if state.event == "teardown" else state.event, state.epoch
+        run = state.run
+        members = [member() for member in (run.members if run is not None else ())]
+        for other in (m for m in members if m is not None and m is not state):
+            self._end_with(other, end, None, None, keep=0)
+        self._end_with(state, end, None, None, keep=1)
+        root = state.stack[0].span if state.stack else None
+        if root is None or run is None:
+            return
+        planned = f" of {run.planned_epochs}" if isinstance(run.planned_epochs, int) else ""
+        where = f"{event} of epoch {epoch}{planned}" if epoch is not None else str(event)
+        root.set_attribute(sc.ATTR_STOP_REASON, sc.STOP_EXIT)
+        message = f"{crash_message(error)} at {where}"
+        root.add_event(sc.EVENT_EARLY_STOP, {sc.ATTR_STOP_REASON: sc.STOP_EXIT, sc.ATTR_MESSAGE: message})
+
+    def _end_with(
+        self, state: EngineState, end: int, message: str | None, error_type: str | None, keep: int
+    ) -> None:
+        """End the open phases above ``keep``: ERROR with ``message``, or normally without one."""
         self._quiesce(state)
         while len(state.stack) > keep:
             phase = state.stack.pop()
-            if phase.span is not None:
+            if phase.span is not None and error_type is not None:
                 phase.span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
             self._finish(state, phase, end, message)
 
@@ -201,7 +233,7 @@ class Outcomes:
             return
         try:
             self._crash(state, error)
-            self._abort(state, crash_message(error))
+            self._abort(state, None if clean_exit(error) else crash_message(error))
         except Exception as exc:
             self._telemetry.report_error(exc)
 

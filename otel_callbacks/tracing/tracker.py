@@ -247,8 +247,8 @@ class PhaseTracker(PhaseMachine):
             self._abort(state, reason)
         state.run = Run(mode, self._durations, self._limits, self._max_spans)
 
-    def _abort(self, state: EngineState, reason: str) -> None:
-        """End whatever is open with status ERROR and the reason; finish the run."""
+    def _abort(self, state: EngineState, reason: str | None) -> None:
+        """End whatever is open with status ERROR and the reason (normally without one); finish the run."""
         try:
             self._quiesce(state)
             end = state.last_end or perf_ns()

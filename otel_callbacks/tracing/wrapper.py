@@ -24,6 +24,7 @@ from ..hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
 from ..telemetry import providers
 from .clock import perf_ns, wall
 from .names import integration_of, qualified_name, span_name
+from .outcomes import clean_exit
 from .trackers import tracker_for
 
 _perf_ns = perf_ns
@@ -264,7 +265,8 @@ class InstrumentedCallback:
     def _observe(
         self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None, span: Any
     ) -> None:
-        error_type = type(error).__qualname__ if error is not None else None
+        failed = error is not None and not clean_exit(error)  # sys.exit(0) is no failure
+        error_type = type(error).__qualname__ if failed else None
         if error_type is None:
             durations = binding.durations_in(state)
         else:
@@ -272,9 +274,10 @@ class InstrumentedCallback:
         durations.append(elapsed)
         if len(durations) >= binding.buffer_limit:
             binding.telemetry.callback_duration.fold(durations)
-        if error_type is not None:
+        if error is not None:
             if span is not None:
                 span.record_exception(error, escaped=True)
+            if span is not None and failed:
                 span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
             binding.tracker.raised(state, self.callback_name, error)

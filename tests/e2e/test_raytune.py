@@ -49,6 +49,9 @@ def test_a_ray_tune_sweep_is_one_trace_with_a_trial_span_each(data, tmp_path):
         assert trial.status.status_code is StatusCode.UNSET
         (training,) = children(tree, trial, sc.PHASE_TRAIN)
         assert len(children(tree, training, sc.PHASE_EPOCH)) == 2
+        # Ray's SystemExit(0) in tune.report ended it: an early stop, not a failure.
+        assert training.status.status_code is StatusCode.UNSET, training.status.description
+        assert training.attributes[sc.ATTR_STOP_REASON] == sc.STOP_EXIT
         assert training.resource.attributes[sc.ATTR_TRIAL_ID] == trial.attributes[sc.ATTR_TRIAL_ID]
     (run_view,) = otel_report.read(sorted((tmp_path / "otel").glob("*.jsonl"))).runs
     table = otel_report.sweep(run_view)
