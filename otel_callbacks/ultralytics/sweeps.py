@@ -3,7 +3,9 @@
 ``Tuner.__call__`` is a ``tune`` root (task, model, data, iterations, the search space's keys). An
 iteration starts where ``Tuner._mutate`` is called (its hyperparameters) and ends where the next one
 starts or the sweep ends; Ultralytics 8.4's ``Tuner._result_record`` gives it its fitness, the task's
-main metric and the datasets that failed (ERROR; the sweep goes on, as Ultralytics' does). The root
+main metric and the datasets that failed (ERROR; the sweep goes on, as Ultralytics' does). 8.3's Tuner
+has no such record: its training's exit status (seen through the ``subprocess`` its module calls)
+and its row of ``tune_results.csv`` (fitness) say the same. The root
 names the best iteration and links to it. ``MultiTrainer.train`` is a ``multitrain`` span with each
 dataset's training under it. The trainings run in ``yolo train`` subprocesses (8.4's Tuner through
 MultiTrainer, 8.3's directly), which join the trace and are instrumented through ``launch.py``.
@@ -14,8 +16,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import subprocess
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +32,7 @@ from . import launch
 _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}  # (class, name) -> Ultralytics' function, while installed
 _sweeps: dict[int, _Sweep] = {}  # id(tuner) -> its sweep, while its __call__ runs
+_current: ContextVar[_Sweep | None] = ContextVar("otel_callbacks_sweep", default=None)
 
 
 def hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class _Sweep:
         iteration, self.iteration = self.iteration, None
         if iteration is None:
             return
+        if not hasattr(self.tuner, "_result_record") and self.failure is None:  # 8.3
+            self.result = _csv_fitness(self.tuner, self.done)
         fitness = self.result.get(sc.result_attribute("fitness"))
         ok = self.failure is None and error is None and fitness is not None and not math.isnan(fitness)
         if ok and (self.best is None or fitness > self.best[0]):  # the first of equals, as Ultralytics
@@ -131,6 +138,36 @@ def _results_so_far(tuner: Any) -> int:
         return 0
 
 
+def _csv_fitness(tuner: Any, row: int) -> dict[str, float]:
+    """8.3's fitness of iteration ``row`` (from 1, resumed ones counted): its row of the CSV, if
+    written (a sweep that raised may have ended before it)."""
+    try:
+        rows = tuner.tune_csv.read_text().splitlines()[1:]
+        return (
+            {sc.result_attribute("fitness"): float(rows[row - 1].split(",")[0])} if len(rows) >= row else {}
+        )
+    except (AttributeError, OSError, ValueError):
+        return {}
+
+
+class _TunerSubprocess:
+    """What 8.3's Tuner module sees as ``subprocess``: it trains each iteration with
+    ``subprocess.run(cmd, check=True)`` and only logs a failure, so the failure is told to the open
+    iteration here. Everything else is the real module."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return subprocess.run(*args, **kwargs)
+        except subprocess.CalledProcessError as error:
+            sweep = _current.get()
+            if sweep is not None and sweep.iteration is not None:
+                sweep.failure = f"training failed: exit status {error.returncode}"
+            raise
+
+
 def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(original)
 
@@ -140,12 +177,14 @@ def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
         bound.apply_defaults()
         sweep = _Sweep(self, int(bound.arguments.get("iterations") or 0))
         _sweeps[id(self)] = sweep
+        token = _current.set(sweep)
         try:
             result = original(self, *args, **kwargs)
         except BaseException as error:
             sweep.end(error)
             raise
         finally:
+            _current.reset(token)
             _sweeps.pop(id(self), None)
         sweep.end(None)
         return result
@@ -228,6 +267,10 @@ def install() -> None:
                 if original is not None:  # _result_record: 8.4 only
                     _originals[cls, method] = original
                     setattr(cls, method, wrap(original))
+        tuner = importlib.import_module("ultralytics.engine.tuner")
+        if getattr(tuner, "subprocess", None) is subprocess:  # 8.3's trains through it; 8.4's has none
+            _originals[tuner, "subprocess"] = subprocess
+            tuner.subprocess = _TunerSubprocess()
 
 
 def uninstall() -> None:

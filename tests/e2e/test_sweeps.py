@@ -35,6 +35,12 @@ YOLO("yolo11n.yaml").tune(data=sys.argv[1], epochs=1, iterations=3, project=sys.
 # in the second instrumented training the loss raises, so that iteration fails for real.
 FAIL_SECOND_TRAINING = """
 import os
+if os.environ.get("OTEL_CALLBACKS_INSTALL") == "true" and os.environ.get("ACCEPT_SAVE_DIR"):
+    # Ultralytics 8.3.253's Tuner hands its training a save_dir= that its CLI rejects (every iteration
+    # fails at start-up, exit status 1; the trace says so): accepted here, so that the trainings run.
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    DEFAULT_CFG_DICT.setdefault("save_dir", None)
 if os.environ.get("OTEL_CALLBACKS_INSTALL") == "true":
     with open(os.environ["TRAININGS_COUNTED_IN"], "a") as counter:
         counter.write("x")
@@ -130,6 +136,7 @@ def tuned(data, tmp_path_factory):
         tmp_path=tmp_path,
         PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
         TRAININGS_COUNTED_IN=str(tmp_path / "trainings"),
+        ACCEPT_SAVE_DIR="" if ULTRALYTICS_8_4 else "1",
     )
     return tmp_path
 
@@ -150,21 +157,22 @@ def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(tuned):
         (training,) = trainings_under(tree, iteration)
         assert training.attributes[sc.RUN_ATTRIBUTES["epochs"]] == 1
     ok, failed = [iterations[0], iterations[2]], iterations[1]
-    if ULTRALYTICS_8_4:
-        for iteration in ok:
-            assert iteration.status.status_code is StatusCode.UNSET
-            assert iteration.attributes[sc.result_attribute("fitness")] >= 0
+    for iteration in ok:
+        assert iteration.status.status_code is StatusCode.UNSET
+        assert iteration.attributes[sc.result_attribute("fitness")] >= 0  # 8.3: from its CSV
+        if ULTRALYTICS_8_4:
             assert sc.result_attribute("metrics/mAP50-95(B)") in iteration.attributes
-        assert failed.status.status_code is StatusCode.ERROR
-        assert failed.status.description.startswith("training failed on ")
-        best = root.attributes[sc.ATTR_TUNE_BEST_ITERATION]
-        assert best in (1, 3)
-        assert (
-            root.attributes[sc.ATTR_TUNE_BEST_FITNESS]
-            == iterations[best - 1].attributes["ultralytics.fitness"]
-        )
-        (link,) = root.links
-        assert link.context.span_id == iterations[best - 1].context.span_id
+    assert failed.status.status_code is StatusCode.ERROR
+    # 8.4 records the failed dataset (and its 0.0); 8.3 only the training's exit status, no result.
+    assert ULTRALYTICS_8_4 or sc.result_attribute("fitness") not in failed.attributes
+    expected = "training failed on " if ULTRALYTICS_8_4 else "training failed: exit status 1"
+    assert failed.status.description.startswith(expected)
+    best = root.attributes[sc.ATTR_TUNE_BEST_ITERATION]
+    assert best in (1, 3)
+    best_fitness = iterations[best - 1].attributes[sc.result_attribute("fitness")]
+    assert root.attributes[sc.ATTR_TUNE_BEST_FITNESS] == best_fitness
+    (link,) = root.links
+    assert link.context.span_id == iterations[best - 1].context.span_id
     (crashed,) = trainings_under(tree, failed)
     assert crashed.status.status_code is StatusCode.ERROR
     assert crashed.status.description == "ValueError: loss exploded (raised by the test)"
@@ -200,7 +208,6 @@ def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
     assert (tmp_path / "runs" / "run" / "weights" / "otel_trace.json").exists()
 
 
-@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="fitness comes from 8.4's Tuner result records")
 def test_the_report_shows_the_sweep_best_first_and_opens_an_iteration_in_the_trace(tuned):
     browser_available()
     page = tuned / "report.html"
@@ -232,7 +239,7 @@ def test_the_report_shows_the_sweep_best_first_and_opens_an_iteration_in_the_tra
     best, *_, failed = rows
     assert best[0] == str(tune.spans[0].attributes[sc.ATTR_TUNE_BEST_ITERATION])
     assert float(best[1]) == pytest.approx(max(f for f in fitness.values() if f is not None), rel=1e-3)
-    assert failed[1] == "" and failed[2].startswith("ERROR: training failed on ")
+    assert failed[1] == "" and failed[2].startswith("ERROR: training failed")
     for row in rows:  # the largest shares of each iteration's time: the yolo train start-up is one
         shares = dict(part.rsplit(" ", 1) for part in row[4].split(" · "))
         assert otel_report.OUTSIDE_TRAINING in shares and sum(int(v[:-1]) for v in shares.values()) <= 101
