@@ -196,8 +196,8 @@ class Outcomes:
     def _exited(self, state: EngineState, error: BaseException, end: int) -> None:
         """A clean exit left the run: its open phases end where it left them, not failed, and the
         root says where it stopped, as an early stop."""
-        event, epoch = state.previous if state.event == "teardown" else state.event, state.epoch
-        run = state.run
+        event = state.previous if state.event == "teardown" else state.event  # 8.4 ends it at teardown
+        run, epoch = state.run, state.epoch
         members = [member() for member in (run.members if run is not None else ())]
         for other in (m for m in members if m is not None and m is not state):
             self._end_with(other, end, None, None, keep=0)

@@ -31,8 +31,7 @@ from . import launch
 
 _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}  # (class, name) -> Ultralytics' function, while installed
-_sweeps: dict[int, _Sweep] = {}  # id(tuner) -> its sweep, while its __call__ runs
-_current: ContextVar[_Sweep | None] = ContextVar("otel_callbacks_sweep", default=None)
+_current: ContextVar[_Sweep | None] = ContextVar("otel_callbacks_sweep", default=None)  # in Tuner.__call__
 
 
 def hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +167,11 @@ class _TunerSubprocess:
             raise
 
 
+def _sweep_of(tuner: Any) -> _Sweep | None:
+    sweep = _current.get()
+    return sweep if sweep is not None and sweep.tuner is tuner else None
+
+
 def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(original)
 
@@ -176,7 +180,6 @@ def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         sweep = _Sweep(self, int(bound.arguments.get("iterations") or 0))
-        _sweeps[id(self)] = sweep
         token = _current.set(sweep)
         try:
             result = original(self, *args, **kwargs)
@@ -185,7 +188,6 @@ def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             _current.reset(token)
-            _sweeps.pop(id(self), None)
         sweep.end(None)
         return result
 
@@ -195,7 +197,7 @@ def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
 def _tuner_mutate(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sweep = _sweeps.get(id(self))
+        sweep = _sweep_of(self)
         if sweep is not None:
             sweep.end_iteration()
         hyp = original(self, *args, **kwargs)
@@ -210,7 +212,7 @@ def _tuner_result_record(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _result_record(self: Any, *args: Any, **kwargs: Any) -> Any:
         record = original(self, *args, **kwargs)
-        sweep = _sweeps.get(id(self))
+        sweep = _sweep_of(self)
         if sweep is not None and isinstance(record, dict):
             sweep.record(record)
         return record
