@@ -9,22 +9,19 @@ so each rank's run tree is a child of it. The workers' telemetry files land besi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 from typing import Any
 
-from opentelemetry.trace import Status, StatusCode
-
 from .. import semconv as sc
 from ..telemetry import providers
-from ..telemetry.propagation import inject_environment, restore_environment
 from ..tracing.results import run_attributes
+from . import launch
 
 _lock = threading.Lock()
 _originals: dict[str, Any] = {}
-_launches: dict[int, tuple[Any, dict[str, str | None]]] = {}  # id(trainer) -> span, environment before
+_launches: dict[int, launch.Launch] = {}  # id(trainer) -> its launch, while the workers run
 _NAMES = ("generate_ddp_command", "ddp_cleanup")
 
 
@@ -74,42 +71,26 @@ def ddp_cleanup(trainer: Any, file: str) -> None:
 
 
 def _start(trainer: Any) -> None:
-    tel = providers.ensure_configured()
-    if not tel.enabled:
-        return
     attributes: dict[str, Any] = {
-        sc.ATTR_PHASE: sc.PHASE_TRAIN,
         sc.ATTR_LAUNCHER: True,
         sc.ATTR_WORLD_SIZE: int(getattr(trainer, "world_size", 0) or 0),
         sc.ATTR_DEVICES: str(getattr(getattr(trainer, "args", None), "device", "")),
+        **run_attributes(trainer),
     }
-    attributes.update(run_attributes(trainer))
-    span = tel.tracer.start_span(sc.PHASE_TRAIN, attributes=attributes)
-    previous = inject_environment(span, os.environ)
-    if tel.output is not None:  # workers write their files beside this one
-        previous.setdefault("OTEL_CALLBACKS_DIR", os.environ.get("OTEL_CALLBACKS_DIR"))
-        os.environ["OTEL_CALLBACKS_DIR"] = str(tel.output.directory.resolve())
-    key = id(trainer)
-    _launches[key] = (span, previous)
-    tel.on_shutdown(lambda reason: _end(key, None, abandoned=reason))
+    # No install switch: each worker unpickles the trainer with its instrumented callbacks dict.
+    run = launch.start(sc.PHASE_TRAIN, attributes, install=False)
+    if run is not None:
+        _launches[id(trainer)] = run
 
 
-def _end(key: int, error: BaseException | None, abandoned: str | None = None) -> None:
-    """The launch's end: the workers' exit, an exception, or the telemetry shutting down while the
-    workers run (``abandoned``: its reason; SIGTERM: torch.distributed.run forwards it to them)."""
-    launch = _launches.pop(key, None)
-    if launch is None:
+def _end(key: int, error: BaseException | None) -> None:
+    """The launch's end: the workers' exit or an exception. A telemetry shutting down while the
+    workers run ends it with its reason (``launch.py``; SIGTERM: torch.distributed.run forwards it)."""
+    run = _launches.pop(key, None)
+    if run is None:
         return
-    span, previous = launch
-    restore_environment(os.environ, previous)
-    if abandoned is not None:
-        span.set_status(Status(StatusCode.ERROR, abandoned))
-    elif isinstance(error, subprocess.CalledProcessError):
-        span.set_attribute(sc.ATTR_EXIT_CODE, error.returncode)
-        span.set_status(Status(StatusCode.ERROR, f"the workers exited with status {error.returncode}"))
-    elif error is not None:
-        span.set_attribute(sc.ATTR_ERROR_TYPE, type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+    if isinstance(error, subprocess.CalledProcessError):
+        failure = f"the workers exited with status {error.returncode}"
+        run.end(None, failure, {sc.ATTR_EXIT_CODE: error.returncode})
     else:
-        span.set_attribute(sc.ATTR_EXIT_CODE, 0)
-    span.end()
+        run.end(error, None, None if error is not None else {sc.ATTR_EXIT_CODE: 0})
