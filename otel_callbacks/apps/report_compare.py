@@ -1,5 +1,6 @@
-"""Two runs side by side (``otel-callbacks report BEFORE AFTER``): the total and per-epoch time, and
-each phase's and callback's mean before and after, what changed most first."""
+"""Two runs side by side (``otel-callbacks report BEFORE AFTER``): the total and per-epoch time and
+the instrumentation's own, then each phase's and callback's mean before and after, what changed most
+first."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def _main_run(report: Report) -> RunView | None:
     return next((r for r in report.runs if r.name == sc.PHASE_TRAIN), report.runs[0] if report.runs else None)
 
 
+def _overhead(run: RunView) -> float | None:
+    """Seconds the instrumentation spent in the run (its root's figure; none after a SIGKILL)."""
+    value = run.spans[0].attributes.get(sc.ATTR_OVERHEAD)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _phase_means(run: RunView) -> dict[str, float]:
     """Each phase's mean but the run's own and the epoch's (the first rows say those)."""
     return {
@@ -53,6 +60,9 @@ def compare(before: Report, after: Report) -> list[Change] | None:
     changes = [Change("run", f"{first.name} run, total", first.duration_ms / 1e3, second.duration_ms / 1e3)]
     if all(epochs):
         changes.append(Change("run", "epoch, mean", statistics.mean(epochs[0]), statistics.mean(epochs[1])))
+    overheads = [_overhead(run) for run in (first, second)]
+    if overheads != [None, None]:
+        changes.append(Change("run", "otel-callbacks' own time", *overheads))
     for what, old, new in (
         ("phase", _phase_means(first), _phase_means(second)),
         ("callback", _callback_means(before), _callback_means(after)),

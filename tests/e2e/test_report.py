@@ -57,6 +57,7 @@ def open_page(
     screenshot: Path | None = None,
     timeout_ms: int = 120_000,
     click: str | None = "section.run .noteworthy a",  # a slow or failed invocation: its place and details
+    shot: str = "section.run",  # what the screenshot shows: the first of these
 ):
     """Load the page from file://; what it logged, what it requested, and what it shows."""
     from playwright.sync_api import sync_playwright
@@ -109,7 +110,7 @@ def open_page(
                 "rows => rows.map(r => [r.textContent, r.className, r.style.display !== 'none'])",
             )
             if screenshot is not None:
-                page.locator("section.run").first.screenshot(path=str(screenshot))
+                page.locator(shot).first.screenshot(path=str(screenshot))
         finally:
             browser.close()
     return errors, [url for url in requests if not url.startswith(("file:", "data:", "blob:"))], shown
@@ -205,13 +206,14 @@ def test_two_runs_compared_what_changed_most_first(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    errors, external, shown = open_page(page, ARTIFACTS / "report-compare.png")
+    errors, external, shown = open_page(page, ARTIFACTS / "report-compare.png", shot="section.compare")
     assert errors == [] and external == [], (errors, external)
     rows = shown["compare"]
-    assert [r[1] for r in rows[:2]] == ["train run, total", "epoch, mean"]
+    assert [r[1] for r in rows[:3]] == ["train run, total", "epoch, mean", "otel-callbacks' own time"]
     assert rows[0][4].startswith("-"), "the training got shorter"
-    changes = [abs(float(r[5])) for r in rows[2:]]
+    assert rows[2][2].endswith("us") or rows[2][2].endswith("ms"), "the overhead, both measured"
+    changes = [abs(float(r[5])) for r in rows[3:]]
     assert changes == sorted(changes, reverse=True), "what changed most first"
-    assert rows[2][1] == "on_fit_epoch_end __main__.checkpoint_uploader", rows[2]
+    assert rows[3][1] == "on_fit_epoch_end __main__.checkpoint_uploader", rows[3]
     uploader = next(r for r in rows if r[1] == "on_fit_epoch_end __main__.checkpoint_uploader")
     assert uploader[2].endswith(" ms") and uploader[3].endswith(" us"), uploader
