@@ -367,6 +367,27 @@ def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_a
     assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
 
 
+def test_the_root_ends_after_its_last_callback_though_the_clock_moves_while_the_table_is_made(
+    recorded, monkeypatch
+):
+    # The table (made before the root ends) measures the unsampled path; a wall-clock offset that
+    # moves meanwhile (a re-sync: CI saw 40 ns) must not end the root before its teardown callback.
+    from otel_callbacks.tracing import clock
+
+    def drifting_probe(tel):
+        monkeypatch.setattr(clock, "_offset", clock._offset - 1_000_000)
+        return 0.0
+
+    tracker = tracing.current_tracker()
+    monkeypatch.setattr(tracker, "_calibrate", drifting_probe)
+    monkeypatch.setattr(tracker, "fast_call_ns", 0.0)
+    run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
+    tree = Tree(recorded.spans())
+    (train,) = tree.phases("train")
+    (teardown,) = tree.callbacks("teardown")
+    assert teardown.end_time <= train.end_time, "a child never outlives its parent"
+
+
 def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, monkeypatch):
     # The table is made before the root ends (the root carries its overhead): its failure must not
     # leave the root open.

@@ -120,7 +120,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         if error is not None and run is not None:
             run.fail(error)
         results = self._phase_results(state, phase, error, retry)  # as metrics too
-        report = None
+        end_time, report = wall(end), None  # the time before the table, whose probe may move the clock
         if not state.stack and state.parent is None and phase.name in RUN_PHASES:
             try:  # the run's table before its root ends, for the overhead; the root ends regardless
                 report = self._finish_run(state, end)
@@ -139,7 +139,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
             span.set_status(Status(StatusCode.ERROR, error or retry))
         elif run is not None and run.failures and not run.raised and phase.name in _RUN_ROOTS:
             span.set_status(Status(StatusCode.ERROR, run.failures[0]))
-        span.end(end_time=wall(end))
+        span.end(end_time=end_time)
 
     def _root_parent(self) -> Context | None:
         """A run's root: a child of the current span, else of a launcher's TRACEPARENT (DDP, a job)."""

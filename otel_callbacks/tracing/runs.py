@@ -97,7 +97,8 @@ class Run:
         max_spans: int,
         implicit: bool = False,
     ) -> None:
-        sync_clock()
+        if not implicit:  # not for stray calls (the overhead probe's): another run may be open
+            sync_clock()
         self.mode = mode
         self.limits = limits
         self.implicit = implicit  # callbacks fired outside a run's start and end events: no table
