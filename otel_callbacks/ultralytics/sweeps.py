@@ -30,7 +30,7 @@ from ..tracing.results import run_attributes
 from . import launch
 
 _lock = threading.Lock()
-_originals: dict[tuple[Any, str], Any] = {}  # (class, name) -> Ultralytics' function, while installed
+_originals: dict[tuple[Any, str], Any] = {}  # (class or module, name) -> Ultralytics' own, while installed
 _current: ContextVar[_Sweep | None] = ContextVar("otel_callbacks_sweep", default=None)  # in Tuner.__call__
 
 
