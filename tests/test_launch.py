@@ -81,6 +81,18 @@ def test_nested_launches_parent_each_other_and_restore_the_environment(recorded,
     assert tune.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.parametrize(
+    ("code", "status"), [(0, StatusCode.UNSET), (None, StatusCode.UNSET), (2, StatusCode.ERROR)]
+)
+def test_a_launch_left_by_a_clean_exit_ended_and_any_other_exit_failed(recorded, code, status):
+    run = launch.start(sc.PHASE_TUNE, {})
+    run.end(SystemExit(code))
+    (tune,) = recorded.spans(sc.PHASE_TUNE)
+    assert tune.status.status_code is status
+    assert [e.name for e in tune.events] == ["exception"], "the exit is recorded either way"
+    assert (sc.ATTR_ERROR_TYPE in tune.attributes) is (status is StatusCode.ERROR)
+
+
 def test_launches_open_at_shutdown_end_with_the_reason(recorded):
     outer = launch.start(sc.PHASE_TUNE, {})
     launch.start(sc.PHASE_ITERATION, {})

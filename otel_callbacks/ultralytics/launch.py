@@ -25,7 +25,7 @@ from .. import semconv as sc
 from ..config import INSTALL_SWITCH
 from ..telemetry import providers
 from ..telemetry.propagation import environment_context, inject_environment, restore_environment
-from ..tracing.outcomes import crash_message
+from ..tracing.outcomes import clean_exit, crash_message
 
 BOOTSTRAP = str(Path(__file__).resolve().with_name("bootstrap"))
 """The directory whose ``sitecustomize`` installs otel_callbacks where the switch is on."""
@@ -75,7 +75,9 @@ class Launch:
         span = self.span
         if attributes:
             span.set_attributes(attributes)
-        if error is not None:
+        if error is not None and clean_exit(error):  # sys.exit(0) inside: ended, not failed
+            span.record_exception(error, escaped=True)
+        elif error is not None:
             span.set_attribute(sc.ATTR_ERROR_TYPE, type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR, crash_message(error)))
             span.record_exception(error, escaped=True)
