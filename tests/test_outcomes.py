@@ -308,12 +308,35 @@ def test_a_clean_exit_is_an_early_stop_and_any_other_exit_a_failure(recorded, co
         assert span.status.status_code is StatusCode.UNSET, span.name
         assert sc.ATTR_ERROR_TYPE not in span.attributes, span.name
     assert root.attributes[sc.ATTR_STOP_REASON] == sc.STOP_EXIT
+    assert root.attributes[sc.ATTR_EPOCHS_COMPLETED] == 2, "the epoch reached its last hook"
     (stop,) = [e for e in root.events if e.name == sc.EVENT_EARLY_STOP]
     message = f"exited (SystemExit {code}) at on_fit_epoch_end of epoch 2 of 2"
     assert stop.attributes[sc.ATTR_MESSAGE] == message
     assert tree.phases("final_eval") == [], "it never ran"
     failed = [a for a, _ in recorded.durations() if sc.ATTR_ERROR_TYPE in a]
     assert failed == [], "no failed call in the metrics"
+
+
+@pytest.mark.parametrize("teardown_in_finally", [True, False], ids=["8.4", "8.3"])
+def test_a_clean_exit_inside_an_epoch_counts_the_epochs_before_it(recorded, teardown_in_finally):
+    trainer = Trainer(epochs=3)
+
+    def leave(t):
+        if t.epoch == 1:
+            sys.exit()
+
+    trainer.add_callback("on_train_batch_end", leave)
+    with pytest.raises(SystemExit) as raised:
+        train(trainer, lambda *a: None, teardown_in_finally)
+    if not teardown_in_finally:
+        tracing.current_tracker().crashed(trainer, raised.value)
+    root = assert_one_tree(Tree(recorded.spans()))
+    assert root.status.status_code is StatusCode.UNSET
+    assert root.attributes[sc.ATTR_EPOCHS_COMPLETED] == 1
+    (stop,) = [e for e in root.events if e.name == sc.EVENT_EARLY_STOP]
+    assert (
+        stop.attributes[sc.ATTR_MESSAGE] == "exited (SystemExit None) at on_train_batch_end of epoch 2 of 3"
+    )
 
 
 def test_a_training_inside_an_except_block_is_not_its_crash(recorded):

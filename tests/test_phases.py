@@ -388,20 +388,36 @@ def test_the_root_ends_after_its_last_callback_though_the_clock_moves_while_the_
     assert teardown.end_time <= train.end_time, "a child never outlives its parent"
 
 
-def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, monkeypatch):
+@pytest.mark.parametrize("breaks", ["printing", "making"])
+def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, monkeypatch, breaks):
     # The table is made before the root ends (the root carries its overhead): its failure must not
-    # leave the root open.
+    # leave the root open; one that fails only to print still gives the overhead.
     from otel_callbacks.tracing.report import Report
+    from otel_callbacks.tracing.runs import Run
 
-    def broken(self):
+    def broken(*args):
         raise OSError("stdout closed")
 
-    monkeypatch.setattr(Report, "emit", broken)
+    monkeypatch.setattr(*((Report, "emit") if breaks == "printing" else (Run, "finish")), broken)
     run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
     assert_closed_and_isolated(recorded)
     (train,) = Tree(recorded.spans()).phases("train")
-    assert train.status.status_code is StatusCode.UNSET and sc.ATTR_OVERHEAD not in train.attributes
-    assert telemetry.current().errors_seen == {"OSError": 1}
+    assert train.status.status_code is StatusCode.UNSET
+    assert (sc.ATTR_OVERHEAD in train.attributes) is (breaks == "printing")
+    assert set(telemetry.current().errors_seen) == {"OSError"}
+
+
+def test_a_ctrl_c_while_the_timing_table_is_made_ends_the_root_and_goes_on(recorded, monkeypatch):
+    from otel_callbacks.tracing.report import Report
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Report, "emit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
+    assert_closed_and_isolated(recorded)
+    assert len(Tree(recorded.spans()).phases("train")) == 1
 
 
 # A 20 ms minimum: microsecond gaps stay under it even where a garbage collection runs in one.

@@ -39,7 +39,10 @@ from .clock import perf_ns, wall
 from .engines import RUN_PHASES
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from .engines import EngineState
+    from .runs import Run
 
 
 def restart_reason(trainer: Any, batch_before: Any) -> tuple[str, str]:
@@ -172,19 +175,22 @@ class Outcomes:
 
     def _crash(self, state: EngineState, error: BaseException, end: int | None = None) -> None:
         """An exception left the training: every open phase (its validators' too) ends ERROR with it
-        now, the root records it; the train phase is left for ``teardown`` or the caller to close."""
-        run = state.run
-        end = end or perf_ns()
-        if clean_exit(error):
-            self._exited(state, error, end)
-            return
-        message, error_type = crash_message(error), type(error).__qualname__
+        now, the root records it; the train phase is left for ``teardown`` or the caller to close.
+        A clean exit is no failure: the phases end where it left them, the root says it stopped."""
+        run, end = state.run, end or perf_ns()
+        exited = clean_exit(error)
+        message = crash_message(error)
+        event = state.previous if state.event == "teardown" else state.event  # 8.4 ends it at teardown
+        error_type = None if exited else type(error).__qualname__
         members = [member() for member in (run.members if run is not None else ())]
         for other in (m for m in members if m is not None and m is not state):
-            self._end_with(other, end, message, error_type, keep=0)
-        self._end_with(state, end, message, error_type, keep=1)
+            self._end_with(other, end, None if exited else message, error_type, keep=0)
+        self._end_with(state, end, None if exited else message, error_type, keep=1)
         root = state.stack[0].span if state.stack else None
         if root is None or run is None:
+            return
+        if exited:
+            self._exited(root, run, state.epoch, event, message)
             return
         root.set_status(Status(StatusCode.ERROR, message))
         root.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
@@ -193,22 +199,16 @@ class Outcomes:
         run.raised = True  # the root's status is set
         run.exception = error
 
-    def _exited(self, state: EngineState, error: BaseException, end: int) -> None:
-        """A clean exit left the run: its open phases end where it left them, not failed, and the
-        root says where it stopped, as an early stop."""
-        event = state.previous if state.event == "teardown" else state.event  # 8.4 ends it at teardown
-        run, epoch = state.run, state.epoch
-        members = [member() for member in (run.members if run is not None else ())]
-        for other in (m for m in members if m is not None and m is not state):
-            self._end_with(other, end, None, None, keep=0)
-        self._end_with(state, end, None, None, keep=1)
-        root = state.stack[0].span if state.stack else None
-        if root is None or run is None:
-            return
+    @staticmethod
+    def _exited(root: Span, run: Run, epoch: int | None, event: str | None, message: str) -> None:
+        """The root of a run a clean exit left: an early stop, saying where, with the epochs that
+        reached their last hook (``on_fit_epoch_end``)."""
         planned = f" of {run.planned_epochs}" if isinstance(run.planned_epochs, int) else ""
         where = f"{event} of epoch {epoch}{planned}" if epoch is not None else str(event)
+        if epoch is not None:
+            root.set_attribute(sc.ATTR_EPOCHS_COMPLETED, epoch if event == "on_fit_epoch_end" else epoch - 1)
         root.set_attribute(sc.ATTR_STOP_REASON, sc.STOP_EXIT)
-        message = f"{crash_message(error)} at {where}"
+        message = f"{message} at {where}"
         root.add_event(sc.EVENT_EARLY_STOP, {sc.ATTR_STOP_REASON: sc.STOP_EXIT, sc.ATTR_MESSAGE: message})
 
     def _end_with(

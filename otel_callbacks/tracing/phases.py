@@ -126,6 +126,10 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
                 report = self._finish_run(state, end)
             except Exception as exc:
                 self._telemetry.report_error(exc)
+            except BaseException:  # Ctrl-C while the table is made: the root ends, the Ctrl-C goes on
+                if phase.span is not None:
+                    phase.span.end(end_time=end_time)
+                raise
         span = phase.span
         if span is None:
             return

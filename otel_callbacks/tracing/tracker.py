@@ -287,8 +287,10 @@ class PhaseTracker(PhaseMachine):
         # Not while shutting down (no longer active): the probe's wrapper call would configure anew.
         if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
-        report = run.finish(end, self.fast_call_ns)
+        report = self.last_report = run.finish(end, self.fast_call_ns)
         if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
-            report.emit()
-        self.last_report = report
+            try:
+                report.emit()
+            except Exception as exc:  # stdout closed: the root still gets the overhead
+                self._telemetry.report_error(exc)
         return report
