@@ -167,3 +167,49 @@ def test_a_trial_reads_as_completed_stopped_or_failed(recorded, trial_context, s
     else:
         assert trial.status.status_code is StatusCode.UNSET
     assert tune.report.__name__ == "report", "Ray's report is given back"
+
+
+class _Tuner:
+    """Ultralytics' Tuner as the sweep adapter sees it: ``__call__`` mutates, then trains or fails."""
+
+    args = SimpleNamespace(task="detect", model="yolo11n.yaml", data="coco8.yaml", epochs=1)
+    space = {"lr0": (1e-5, 1e-1)}
+
+    def __init__(self, error=None):
+        self.error = error
+
+    def __call__(self, model=None, iterations=10, cleanup=True):
+        self._mutate()
+        if self.error is not None:
+            raise self.error
+        return "tuned"
+
+    def _mutate(self):
+        return {"lr0": 0.01}
+
+
+@pytest.mark.parametrize("breaking", ["start", "end"])
+@pytest.mark.parametrize("error", [None, ValueError("dataset missing")], ids=["returns", "raises"])
+def test_a_failing_telemetry_never_changes_what_a_sweep_returns_or_raises(
+    recorded, monkeypatch, breaking, error
+):
+    from otel_callbacks.ultralytics import sweeps
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter down")
+
+    monkeypatch.setattr(launch, "start", broken) if breaking == "start" else monkeypatch.setattr(
+        launch.Launch, "end", broken
+    )
+    monkeypatch.setattr(_Tuner, "__call__", sweeps._tuner_call(_Tuner.__call__))
+    monkeypatch.setattr(_Tuner, "_mutate", sweeps._tuner_mutate(_Tuner._mutate))
+    tuner = _Tuner(error)
+    if error is None:
+        assert tuner(iterations=1) == "tuned"
+    else:
+        with pytest.raises(ValueError) as raised:
+            tuner(iterations=1)
+        assert raised.value is error and raised.value.__context__ is None, "unchanged, nothing chained"
+    assert telemetry.current().errors_seen["RuntimeError"] >= 1, "counted"
+    monkeypatch.undo()
+    launch._end_all("test over")  # launches a broken end left open

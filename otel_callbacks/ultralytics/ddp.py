@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from .. import semconv as sc
-from ..telemetry import providers
+from ..telemetry.failures import attempt
 from ..tracing.results import run_attributes
 from . import launch
 
@@ -53,12 +53,7 @@ def uninstall() -> None:
 def generate_ddp_command(trainer: Any) -> tuple[list[str], str]:
     """Ultralytics' command, and the launch's span opened with its context in the environment."""
     cmd, file = _originals["generate_ddp_command"](trainer)
-    try:
-        _start(trainer)
-    except Exception as exc:  # the training never depends on its telemetry
-        tel = providers.active
-        if tel is not None:
-            tel.report_error(exc)
+    attempt(_start, trainer)  # the training never depends on its telemetry
     return cmd, file
 
 
@@ -67,7 +62,7 @@ def ddp_cleanup(trainer: Any, file: str) -> None:
     try:
         _originals["ddp_cleanup"](trainer, file)
     finally:
-        _end(id(trainer), sys.exc_info()[1])
+        attempt(_end, id(trainer), sys.exc_info()[1])
 
 
 def _start(trainer: Any) -> None:

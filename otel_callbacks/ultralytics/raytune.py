@@ -25,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from .. import semconv as sc
 from ..telemetry import providers
+from ..telemetry.failures import attempt
 from ..telemetry.propagation import environment_context, inject_environment
 from ..tracing.outcomes import crash_message
 from . import boundaries, launch
@@ -108,7 +109,7 @@ def run_trial(trainable: Callable[[Any], Any], config: Any, carrier: dict[str, s
         raise
     finally:
         tune.report = report
-        end(status, error)
+        attempt(end, status, error)
         tel.force_flush(_FLUSH_S)
 
 
@@ -164,7 +165,7 @@ def _run_ray_tune(original: Callable[..., Any]) -> Callable[..., Any]:
             attributes[sc.ATTR_TUNE_METRIC] = metric
         if isinstance(data, str):
             attributes[sc.RUN_ATTRIBUTES["data"]] = data.replace("\\", "/").rsplit("/", 1)[-1]
-        root = launch.start(sc.PHASE_TUNE, attributes, install=False)
+        root = attempt(launch.start, sc.PHASE_TUNE, attributes, install=False)
         if root is None:
             return original(model, *args, **kwargs)
         carrier: dict[str, str] = {}
@@ -177,11 +178,11 @@ def _run_ray_tune(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             results = original(model, *args, **kwargs)
         except BaseException as error:
-            root.end(error)
+            attempt(root.end, error)
             raise
         finally:
             tune.with_resources = with_resources
-        root.end(None, None, _best(results, getattr(model, "task", None)))
+        attempt(root.end, None, None, _best(results, getattr(model, "task", None)))
         return results
 
     return run_ray_tune

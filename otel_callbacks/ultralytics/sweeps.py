@@ -3,12 +3,11 @@
 ``Tuner.__call__`` is a ``tune`` root (task, model, data, iterations, the search space's keys). An
 iteration starts where ``Tuner._mutate`` is called (its hyperparameters) and ends where the next one
 starts or the sweep ends; Ultralytics 8.4's ``Tuner._result_record`` gives it its fitness, the task's
-main metric and the datasets that failed (ERROR; the sweep goes on, as Ultralytics' does). 8.3's Tuner
-has no such record: its training's exit status (seen through the ``subprocess`` its module calls)
-and its row of ``tune_results.csv`` (fitness) say the same. The root
-names the best iteration and links to it. ``MultiTrainer.train`` is a ``multitrain`` span with each
-dataset's training under it. The trainings run in ``yolo train`` subprocesses (8.4's Tuner through
-MultiTrainer, 8.3's directly), which join the trace and are instrumented through ``launch.py``.
+main metric and the datasets that failed (ERROR; the sweep goes on, as Ultralytics' does). 8.3's has
+no such record: its training's exit status (through the ``subprocess`` its module calls) and its row
+of ``tune_results.csv`` say the same. The root names the best iteration and links to it.
+``MultiTrainer.train`` is a ``multitrain`` span with each dataset's training under it. The trainings
+run in ``yolo train`` subprocesses, which join the trace and are instrumented through ``launch.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from typing import Any
 from opentelemetry import trace
 
 from .. import semconv as sc
+from ..telemetry.failures import attempt, contained
 from ..tracing.results import run_attributes
 from . import launch
 
@@ -139,7 +139,10 @@ def _results_so_far(tuner: Any) -> int:
 
 def _csv_fitness(tuner: Any, row: int) -> dict[str, float]:
     """8.3's fitness of iteration ``row`` (from 1, resumed ones counted): its row of the CSV, if
-    written (a sweep that raised may have ended before it)."""
+    written (a sweep that raised may have ended before it). None with MongoDB, whose CSV is rewritten
+    from every worker's results: row N need not be this one's."""
+    if getattr(tuner, "mongodb", None):
+        return {}
     try:
         rows = tuner.tune_csv.read_text().splitlines()[1:]
         return (
@@ -177,18 +180,22 @@ def _tuner_call(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        sweep = _Sweep(self, int(bound.arguments.get("iterations") or 0))
+        sweep = None
+        with contained():
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            sweep = _Sweep(self, int(bound.arguments.get("iterations") or 0))
+        if sweep is None:
+            return original(self, *args, **kwargs)
         token = _current.set(sweep)
         try:
             result = original(self, *args, **kwargs)
         except BaseException as error:
-            sweep.end(error)
+            attempt(sweep.end, error)
             raise
         finally:
             _current.reset(token)
-        sweep.end(None)
+        attempt(sweep.end, None)
         return result
 
     return __call__
@@ -199,10 +206,10 @@ def _tuner_mutate(original: Callable[..., Any]) -> Callable[..., Any]:
     def _mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
         sweep = _sweep_of(self)
         if sweep is not None:
-            sweep.end_iteration()
+            attempt(sweep.end_iteration)
         hyp = original(self, *args, **kwargs)
         if sweep is not None:
-            sweep.start_iteration(hyp if isinstance(hyp, dict) else {})
+            attempt(sweep.start_iteration, hyp if isinstance(hyp, dict) else {})
         return hyp
 
     return _mutate
@@ -214,7 +221,7 @@ def _tuner_result_record(original: Callable[..., Any]) -> Callable[..., Any]:
         record = original(self, *args, **kwargs)
         sweep = _sweep_of(self)
         if sweep is not None and isinstance(record, dict):
-            sweep.record(record)
+            attempt(sweep.record, record)
         return record
 
     return _result_record
@@ -223,27 +230,32 @@ def _tuner_result_record(original: Callable[..., Any]) -> Callable[..., Any]:
 def _multitrainer_train(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def train(self: Any) -> Any:
-        args = getattr(self, "args", None) or {}
-        datasets = [str(d).replace("\\", "/").rsplit("/", 1)[-1] for d in args.get("data") or ()]
-        attributes = run_attributes(SimpleNamespace(args=SimpleNamespace(**args)))
-        attributes[sc.ATTR_DATASETS] = datasets
-        attributes.pop(sc.RUN_ATTRIBUTES["data"], None)
-        # CLI subprocesses (trainer None) need the switch; Python trainers run here, under the span.
-        run = launch.start(sc.PHASE_MULTITRAIN, attributes, install=self.trainer is None)
+        run = attempt(_start_multitrain, self)
         if run is None:
             return original(self)
         try:
             with trace.use_span(run.span, end_on_exit=False):
                 metrics = original(self)
         except BaseException as error:
-            run.end(error)
+            attempt(run.end, error)
             raise
-        failed = [str(name) for name, value in (metrics or {}).items() if not value]
-        failure = f"training failed on {len(failed)} of {len(metrics)} datasets" if failed else None
-        run.end(None, failure, {sc.ATTR_FAILED_DATASETS: failed} if failed else None)
+        with contained():
+            failed = [str(name) for name, value in (metrics or {}).items() if not value]
+            failure = f"training failed on {len(failed)} of {len(metrics)} datasets" if failed else None
+            run.end(None, failure, {sc.ATTR_FAILED_DATASETS: failed} if failed else None)
         return metrics
 
     return train
+
+
+def _start_multitrain(multitrainer: Any) -> launch.Launch | None:
+    args = getattr(multitrainer, "args", None) or {}
+    datasets = [str(d).replace("\\", "/").rsplit("/", 1)[-1] for d in args.get("data") or ()]
+    attributes = run_attributes(SimpleNamespace(args=SimpleNamespace(**args)))
+    attributes[sc.ATTR_DATASETS] = datasets
+    attributes.pop(sc.RUN_ATTRIBUTES["data"], None)
+    # CLI subprocesses (trainer None) need the switch; Python trainers run here, under the span.
+    return launch.start(sc.PHASE_MULTITRAIN, attributes, install=multitrainer.trainer is None)
 
 
 _PATCHES = {
