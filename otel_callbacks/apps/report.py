@@ -66,6 +66,12 @@ class RunView:
     def epochs(self) -> list[SpanView]:
         return [s for s in self.spans if s.is_phase and s.name == sc.PHASE_EPOCH]
 
+    def overhead_s(self) -> float | None:
+        """Seconds otel_callbacks spent in the run: its root's figure, measured as the run ended
+        (none after a SIGKILL)."""
+        value = self.spans[0].attributes.get(sc.ATTR_OVERHEAD) if self.spans else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     def series(self, phase: str) -> list[SpanView]:
         return [s for s in self.spans if s.is_phase and s.name == phase]
 

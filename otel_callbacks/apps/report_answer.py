@@ -46,8 +46,8 @@ def answer(run: RunView) -> list[str]:
             lines.append(
                 f"{what}: " + ", ".join(f"{name} ({count}x)" for name, count in found.most_common(5))
             )
-    overhead = run.spans[0].attributes.get(sc.ATTR_OVERHEAD)
-    if isinstance(overhead, (int, float)):  # measured as the run ended: absent after a SIGKILL
+    overhead = run.overhead_s()
+    if overhead is not None:
         share = 100 * overhead * 1e3 / max(run.duration_ms, 1e-9)
         share_text = f"{share:.2f}%" if share >= 0.01 else "< 0.01%"
         lines.append(f"otel-callbacks' own time: {duration(overhead)} ({share_text} of the run)")

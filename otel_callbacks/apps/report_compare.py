@@ -30,12 +30,6 @@ def _main_run(report: Report) -> RunView | None:
     return next((r for r in report.runs if r.name == sc.PHASE_TRAIN), report.runs[0] if report.runs else None)
 
 
-def _overhead(run: RunView) -> float | None:
-    """Seconds the instrumentation spent in the run (its root's figure; none after a SIGKILL)."""
-    value = run.spans[0].attributes.get(sc.ATTR_OVERHEAD)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _phase_means(run: RunView) -> dict[str, float]:
     """Each phase's mean but the run's own and the epoch's (the first rows say those)."""
     return {
@@ -60,7 +54,7 @@ def compare(before: Report, after: Report) -> list[Change] | None:
     changes = [Change("run", f"{first.name} run, total", first.duration_ms / 1e3, second.duration_ms / 1e3)]
     if all(epochs):
         changes.append(Change("run", "epoch, mean", statistics.mean(epochs[0]), statistics.mean(epochs[1])))
-    overheads = [_overhead(run) for run in (first, second)]
+    overheads = [run.overhead_s() for run in (first, second)]
     if overheads != [None, None]:
         changes.append(Change("run", "otel-callbacks' own time", *overheads))
     for what, old, new in (
