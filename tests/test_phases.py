@@ -359,11 +359,18 @@ def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_a
     trainer = DetectionTrainer()
     trainer.run_callbacks("on_pretrain_routine_start")
     trainer.run_callbacks("on_train_epoch_start")
+    for _ in range(5):  # past the sampled batches: calls without spans, never measured
+        trainer.run_callbacks("on_train_batch_start")
+        trainer.run_callbacks("on_train_batch_end")
     trainer.run_callbacks("on_train_batch_start")  # the process exits here
     tracker = tracing.current_tracker()
     telemetry.shutdown()
     assert telemetry.providers.active is None
     assert tracker.last_report is not None, "the run was finished, its table made"
+    assert tracker.last_report.overhead_ns is None, "no call was measured: not a partial figure"
+    assert "instrumentation overhead: not measured" in tracker.last_report.render()
+    (train,) = Tree(recorded.spans()).phases("train")
+    assert sc.ATTR_OVERHEAD not in train.attributes
     assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
 
 

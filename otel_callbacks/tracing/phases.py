@@ -133,7 +133,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         span = phase.span
         if span is None:
             return
-        if report is not None:
+        if report is not None and report.overhead_ns is not None:
             span.set_attribute(sc.ATTR_OVERHEAD, report.overhead_ns / 1e9)
         if phase.covered:
             span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)

@@ -25,7 +25,7 @@ class Report:
     run_ns: int
     callbacks: dict[tuple[str, str], CallbackStats]
     phases: dict[tuple[str, ...], list[int]]  # path below the run's own phase -> [count, total ns]
-    overhead_ns: float
+    overhead_ns: float | None  # None: not measured (the process shut down first)
     worst_overhead_ns: int = 0
     failures: list[str] = field(default_factory=list)
     failures_dropped: int = 0  # reasons past Limits.failures, counted only
@@ -59,11 +59,15 @@ class Report:
                 f"{100 * total / run:.1f}% of the run"
             )
         lines += _phase_lines(self.mode, self.run_ns, self.phases)
-        lines.append(
-            f"instrumentation overhead: {self.overhead_ns / 1e6:.3f} ms ({100 * self.overhead_ns / run:.3f}% "
-            "of the run): time spent in otel_callbacks around the callbacks, measured in this process; "
-            f"the costliest single call added {self.worst_overhead_ns / 1e3:.1f} us (one that made a span)"
-        )
+        if self.overhead_ns is None:
+            lines.append("instrumentation overhead: not measured (the process shut down before it could be)")
+        else:
+            lines.append(
+                f"instrumentation overhead: {self.overhead_ns / 1e6:.3f} ms "
+                f"({100 * self.overhead_ns / run:.3f}% of the run): time spent in otel_callbacks around "
+                "the callbacks, measured in this process; the costliest single call added "
+                f"{self.worst_overhead_ns / 1e3:.1f} us (one that made a span)"
+            )
         lines.extend(f"not closed normally: {failure}" for failure in self.failures)
         if self.failures_dropped:
             lines.append(f"not closed normally: {self.failures_dropped} more")

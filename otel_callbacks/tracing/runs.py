@@ -166,12 +166,17 @@ class Run:
         totals[0] += 1
         totals[1] += elapsed_ns
 
-    def finish(self, end: int, fast_call_ns: float) -> Report:
+    def finish(self, end: int, fast_call_ns: float | None) -> Report:
+        """The run's table; its overhead unknown (None) where calls made no span and the cost of
+        such a call was never measured (a process shut down before any run's end)."""
         for values in self.buffers.values():
             self.durations.release(values)
         self.buffers.clear()
         calls = sum(stats.calls for stats in self.callbacks.values())
-        overhead = self.span_overhead_ns + max(0, calls - self.span_calls) * fast_call_ns
+        unsampled = max(0, calls - self.span_calls)
+        overhead = None
+        if fast_call_ns is not None or not unsampled:
+            overhead = self.span_overhead_ns + unsampled * (fast_call_ns or 0.0)
         return Report(
             self.mode,
             end - self.start,

@@ -287,7 +287,7 @@ class PhaseTracker(PhaseMachine):
         # Not while shutting down (no longer active): the probe's wrapper call would configure anew.
         if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
-        report = self.last_report = run.finish(end, self.fast_call_ns)
+        report = self.last_report = run.finish(end, self.fast_call_ns or None)
         if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
             try:
                 report.emit()
