@@ -173,6 +173,7 @@ class _Tuner:
     """Ultralytics' Tuner as the sweep adapter sees it: ``__call__`` mutates, then trains or fails."""
 
     args = SimpleNamespace(task="detect", model="yolo11n.yaml", data="coco8.yaml", epochs=1)
+
     def __init__(self, error=None):
         self.error = error
         self.space = {"lr0": (1e-5, 1e-1)}

@@ -448,3 +448,27 @@ def test_gaps_under_the_minimum_get_no_span_but_are_counted_and_untraced(recorde
     first, second = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
     assert first.attributes[sc.ATTR_UNTRACED] > 0, "the first epoch's checkpoint is its untraced time"
     assert second.attributes[sc.ATTR_UNTRACED] < 0.04, "the second's is its span's"
+
+
+def test_a_run_started_inside_another_leaves_its_clock_alone(recorded, monkeypatch):
+    # A model.val() of its own inside a training's callback: the wall clock stepped 5 s (NTP) must
+    # not move the open training's later spans; the next run between runs follows the step.
+    from otel_callbacks.tracing import clock
+
+    real, moved = time.time_ns, []
+
+    class ValidatesInside(DetectionTrainer):
+        def run_callbacks(self, event):
+            super().run_callbacks(event)
+            if event == "on_train_epoch_end" and self.epoch == 0:
+                monkeypatch.setattr(time, "time_ns", lambda: real() + 5_000_000_000)
+                before = clock._offset
+                run_val(DetectionValidator())
+                moved.append(clock._offset - before)
+
+    run_train(ValidatesInside())
+    assert moved == [0]
+    assert_closed_and_isolated(recorded)
+    before = clock._offset
+    run_val(DetectionValidator())
+    assert 4.9e9 < clock._offset - before < 5.1e9

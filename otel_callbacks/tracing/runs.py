@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
 from ..config import Limits
-from .clock import perf_ns, sync_clock
+from .clock import perf_ns
 from .report import Report
 
 if TYPE_CHECKING:
@@ -97,8 +97,6 @@ class Run:
         max_spans: int,
         implicit: bool = False,
     ) -> None:
-        if not implicit:  # not for stray calls (the overhead probe's): another run may be open
-            sync_clock()
         self.mode = mode
         self.limits = limits
         self.implicit = implicit  # callbacks fired outside a run's start and end events: no table

@@ -20,7 +20,7 @@ from ..config import process_ranks
 from ..hooks import BATCH_START_EVENTS, mode_of
 from ..telemetry import providers
 from ..telemetry.propagation import environment_context
-from .clock import perf_ns
+from .clock import perf_ns, sync_clock
 from .engines import LANE_END, EngineState
 from .phases import PhaseMachine
 from .runs import Run
@@ -245,6 +245,8 @@ class PhaseTracker(PhaseMachine):
     def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
         if state.stack or state.run is not None:
             self._abort(state, reason)
+        if not any(other.run is not None and not other.run.implicit for other in self.states.values()):
+            sync_clock()  # between runs only: an open run's spans stay on its clock
         state.run = Run(mode, self._durations, self._limits, self._max_spans)
 
     def _abort(self, state: EngineState, reason: str | None) -> None:
