@@ -177,7 +177,7 @@ class Outcomes:
         """An exception left the training: every open phase (its validators' too) ends ERROR with it
         now, the root records it; the train phase is left for ``teardown`` or the caller to close.
         A clean exit is no failure: the phases end where it left them, the root says it stopped."""
-        run, end = state.run, end or perf_ns()
+        run, epoch, end = state.run, state.epoch, end or perf_ns()
         exited = clean_exit(error)
         message = crash_message(error)
         event = state.previous if state.event == "teardown" else state.event  # 8.4 ends it at teardown
@@ -190,7 +190,7 @@ class Outcomes:
         if root is None or run is None:
             return
         if exited:
-            self._exited(root, run, state.epoch, event, message)
+            self._exited(root, run, epoch, event, message)
             return
         root.set_status(Status(StatusCode.ERROR, message))
         root.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
