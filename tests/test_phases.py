@@ -353,24 +353,34 @@ def test_an_engine_collected_while_the_tracker_holds_its_lock_does_not_deadlock(
     assert "garbage collected" in predict.status.description
 
 
-def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_anew(recorded, caplog):
-    # Shutting telemetry down closes an open run, whose timing table measures the unsampled path
-    # once: that must not bind a new telemetry from the environment while the process exits.
+@pytest.mark.parametrize("ended_by", ["shutdown", "a new configuration"])
+def test_a_training_cut_short_by_process_exit_ends_its_run_without_configuring_anew(
+    recorded, caplog, ended_by
+):
+    # A shutdown (process exit, SIGTERM) ends an open run while its telemetry is still active, so the
+    # run's table measures the unsampled path through it; a telemetry replaced first cannot: "not
+    # measured", not a partial figure. Neither binds a new telemetry from the environment.
     trainer = DetectionTrainer()
     trainer.run_callbacks("on_pretrain_routine_start")
     trainer.run_callbacks("on_train_epoch_start")
-    for _ in range(5):  # past the sampled batches: calls without spans, never measured
+    for _ in range(5):  # past the sampled batches: calls without spans
         trainer.run_callbacks("on_train_batch_start")
         trainer.run_callbacks("on_train_batch_end")
     trainer.run_callbacks("on_train_batch_start")  # the process exits here
     tracker = tracing.current_tracker()
-    telemetry.shutdown()
-    assert telemetry.providers.active is None
-    assert tracker.last_report is not None, "the run was finished, its table made"
-    assert tracker.last_report.overhead_ns is None, "no call was measured: not a partial figure"
-    assert "instrumentation overhead: not measured" in tracker.last_report.render()
+    if ended_by == "shutdown":
+        telemetry.shutdown()
+        assert telemetry.providers.active is None
+    else:
+        telemetry.configure(Settings(enabled=False))
+    report = tracker.last_report
+    assert report is not None, "the run was finished, its table made"
     (train,) = Tree(recorded.spans()).phases("train")
-    assert sc.ATTR_OVERHEAD not in train.attributes
+    if ended_by == "shutdown":
+        assert report.overhead_ns > 0 and train.attributes[sc.ATTR_OVERHEAD] == report.overhead_ns / 1e9
+    else:
+        assert report.overhead_ns is None and sc.ATTR_OVERHEAD not in train.attributes
+        assert "instrumentation overhead: not measured" in report.render()
     assert not [r for r in caplog.records if "telemetry disabled" in r.getMessage()]
 
 

@@ -285,8 +285,10 @@ def ensure_configured() -> Telemetry:
 
 
 def shutdown(timeout: float | None = None, reason: str = "process exit") -> bool:
-    """Flush and stop the active telemetry (also run at process exit); whether it finished in time."""
+    """Flush and stop the active telemetry (also run at process exit); whether it finished in time.
+    Open runs end first, while it is still active: their tables measure a call through it."""
     global active
+    _close_runs(reason)
     with _lock:
         current, active = active, None
     return current is None or current.shutdown(timeout, reason)

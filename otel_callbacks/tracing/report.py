@@ -25,7 +25,7 @@ class Report:
     run_ns: int
     callbacks: dict[tuple[str, str], CallbackStats]
     phases: dict[tuple[str, ...], list[int]]  # path below the run's own phase -> [count, total ns]
-    overhead_ns: float | None  # None: not measured (the process shut down first)
+    overhead_ns: float | None  # None: not measured (the telemetry was replaced first)
     worst_overhead_ns: int = 0
     failures: list[str] = field(default_factory=list)
     failures_dropped: int = 0  # reasons past Limits.failures, counted only
@@ -60,7 +60,7 @@ class Report:
             )
         lines += _phase_lines(self.mode, self.run_ns, self.phases)
         if self.overhead_ns is None:
-            lines.append("instrumentation overhead: not measured (the process shut down before it could be)")
+            lines.append("instrumentation overhead: not measured (the telemetry was replaced first)")
         else:
             lines.append(
                 f"instrumentation overhead: {self.overhead_ns / 1e6:.3f} ms "

@@ -166,7 +166,7 @@ class Run:
 
     def finish(self, end: int, fast_call_ns: float | None) -> Report:
         """The run's table; its overhead unknown (None) where calls made no span and the cost of
-        such a call was never measured (a process shut down before any run's end)."""
+        such a call was never measured (its telemetry replaced while the run was open)."""
         for values in self.buffers.values():
             self.durations.release(values)
         self.buffers.clear()

@@ -286,7 +286,7 @@ class PhaseTracker(PhaseMachine):
         if run.implicit:  # no table: release its buffers, skip measuring the overhead
             run.finish(end, 0.0)
             return None
-        # Not while shutting down (no longer active): the probe's wrapper call would configure anew.
+        # Only while active (a shutdown ends runs first): else the probe's call would configure anew.
         if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
         report = self.last_report = run.finish(end, self.fast_call_ns or None)
