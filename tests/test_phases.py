@@ -397,7 +397,7 @@ def test_the_root_ends_after_its_last_callback_though_the_clock_moves_while_the_
 
     tracker = tracing.current_tracker()
     monkeypatch.setattr(tracker, "_calibrate", drifting_probe)
-    monkeypatch.setattr(tracker, "fast_call_ns", 0.0)
+    monkeypatch.setattr(tracker, "fast_call_ns", None)
     run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
     tree = Tree(recorded.spans())
     (train,) = tree.phases("train")

@@ -84,8 +84,8 @@ def stop_reason(trainer: Any, planned: Any) -> tuple[str, str] | None:
 
 
 def clean_exit(error: BaseException) -> bool:
-    """``sys.exit()`` or ``sys.exit(0)``: the program ends as it meant to, which is no failure (as
-    OpenTelemetry's ``use_span`` records no ``SystemExit``). Ray Tune ends every trial this way."""
+    """``sys.exit()`` or ``sys.exit(0)``: the program ends as it meant to, which is no failure. Ray
+    Tune ends every trial this way."""
     return isinstance(error, SystemExit) and error.code in (None, 0)
 
 
@@ -178,14 +178,13 @@ class Outcomes:
         now, the root records it; the train phase is left for ``teardown`` or the caller to close.
         A clean exit is no failure: the phases end where it left them, the root says it stopped."""
         run, epoch, end = state.run, state.epoch, end or perf_ns()
-        exited = clean_exit(error)
-        message = crash_message(error)
+        exited, message = clean_exit(error), crash_message(error)
         event = state.previous if state.event == "teardown" else state.event  # 8.4 ends it at teardown
-        error_type = None if exited else type(error).__qualname__
+        failure, error_type = (None, None) if exited else (message, type(error).__qualname__)
         members = [member() for member in (run.members if run is not None else ())]
         for other in (m for m in members if m is not None and m is not state):
-            self._end_with(other, end, None if exited else message, error_type, keep=0)
-        self._end_with(state, end, None if exited else message, error_type, keep=1)
+            self._end_with(other, end, failure, error_type, keep=0)
+        self._end_with(state, end, failure, error_type, keep=1)
         root = state.stack[0].span if state.stack else None
         if root is None or run is None:
             return

@@ -68,7 +68,7 @@ class PhaseTracker(PhaseMachine):
         # Reentrant: an engine's weakref callback (_forget) runs when the collector does: maybe here.
         self._lock = threading.RLock()
         self._anonymous = self._new_state(lambda: None)
-        self.fast_call_ns = 0.0  # the unsampled path's own cost, measured once per tracker
+        self.fast_call_ns: float | None = None  # the unsampled path's own cost, measured once
         self.last_report: Report | None = None
         self._opening = self._handlers()
         self._start_health()
@@ -287,9 +287,9 @@ class PhaseTracker(PhaseMachine):
             run.finish(end, 0.0)
             return None
         # Only while active (a shutdown ends runs first): else the probe's call would configure anew.
-        if not self.fast_call_ns and self._calibrate is not None and self._telemetry is providers.active:
+        if self.fast_call_ns is None and self._calibrate is not None and self._telemetry is providers.active:
             self.fast_call_ns = self._calibrate(self._telemetry)
-        report = self.last_report = run.finish(end, self.fast_call_ns or None)
+        report = self.last_report = run.finish(end, self.fast_call_ns)
         if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
             try:
                 report.emit()
