@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from itertools import pairwise
 
 import pytest
 from opentelemetry.trace import StatusCode
@@ -104,7 +105,7 @@ def assert_one_tree(tree):
 
 def assert_attempts_do_not_overlap(tree):
     epochs = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
-    for before, after in zip(epochs, epochs[1:]):
+    for before, after in pairwise(epochs):
         assert before.end_time <= after.start_time, "epoch attempts are siblings in sequence"
 
 

@@ -78,7 +78,8 @@ def test_copies_share_wrappers_and_wrap_nothing_twice():
     for k, v in shallow.items():  # the trainer's copy loop
         shallow[k] = v.copy()
     assert shallow["on_train_start"] is not d["on_train_start"]
-    assert [a is b for a, b in zip(shallow["on_train_start"], d["on_train_start"])] == [True, True]
+    copied, original = shallow["on_train_start"], d["on_train_start"]
+    assert [a is b for a, b in zip(copied, original, strict=True)] == [True, True]
     assert isinstance(d.copy(), CallbackDict)
     assert isinstance(copy.copy(d["on_train_start"]), CallbackList)
 

@@ -254,7 +254,7 @@ def _add_callback_points(rows: dict[tuple[str, ...], CallbackRow], data: Any) ->
                     row.calls += point.count
                     row.total_s += point.sum
                     row.errors += point.count if a.get(sc.ATTR_ERROR_TYPE) else 0
-                    row.buckets = [x + y for x, y in zip(row.buckets, point.bucket_counts)]
+                    row.buckets = [x + y for x, y in zip(row.buckets, point.bucket_counts, strict=False)]
 
 
 def count_by_name(report: Report) -> Counter:

@@ -224,7 +224,7 @@ def _exporters(signal: str) -> tuple[Signal, list[Any]]:
 
     names, not_sent = replay_exporter_names(signal)
     exporters = [new_exporter(signal, name) for name in names]
-    pushed = [(n, e) for n, e in zip(names, exporters) if not isinstance(e, MetricReader)]
+    pushed = [(n, e) for n, e in zip(names, exporters, strict=True) if not isinstance(e, MetricReader)]
     pulled = [n for n in names if n not in {n for n, _ in pushed}]
     if pulled and not pushed:
         not_sent = f"{', '.join(pulled)} is scraped, not pushed: nothing to replay into"

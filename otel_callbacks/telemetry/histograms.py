@@ -123,7 +123,7 @@ class _Batch:
             counts[index] -= 1
             sums[index] -= ns
             yield ns
-        for count, total in zip(counts, sums):
+        for count, total in zip(counts, sums, strict=True):
             if count:
                 quotient, remainder = divmod(total, count)
                 yield from repeat(quotient + 1, remainder)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def one_root(tree: Tree):
     orphans = [s.name for s in tree.spans if s.parent is not None and tree.parent(s) is None]
     assert not orphans, f"orphans: {orphans}"
     epochs = sorted(tree.phases("epoch"), key=lambda s: s.start_time)
-    for before, after in zip(epochs, epochs[1:]):
+    for before, after in pairwise(epochs):
         assert before.end_time <= after.start_time, "epoch attempts do not overlap"
     return roots[0], epochs
 
