@@ -154,7 +154,16 @@ class Settings:
     """``OTEL_CALLBACKS_DEFAULT_HOOK_SPANS``: spans for the no-op default hooks too (always counted
     in the metrics; a slow or failed call gets its span either way)."""
     summary: bool = True
-    """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run."""
+    """``OTEL_CALLBACKS_SUMMARY``: print the timing table at the end of each run (false: no tables and
+    no summaries of short runs)."""
+    table_min_duration: float = 5.0
+    """``OTEL_CALLBACKS_TABLE_MIN_DURATION``: seconds a predict, val or export run must last to print a
+    table of its own; shorter ones (an inference loop's calls) are summarized by kind instead, at
+    process exit and at most once a summary interval (0: a table for every run). Trainings always
+    print theirs."""
+    summary_interval: float = 600.0
+    """``OTEL_CALLBACKS_SUMMARY_INTERVAL``: the fewest seconds between two summaries of short runs in a
+    long-lived process (the last one is printed at exit)."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
     handle_sigterm: bool = True
@@ -184,6 +193,14 @@ class Settings:
             gap_span_min=_seconds(env, "OTEL_CALLBACKS_GAP_SPAN_MIN", cls.gap_span_min),
             default_hook_spans=_bool(env, "OTEL_CALLBACKS_DEFAULT_HOOK_SPANS", cls.default_hook_spans),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
+            table_min_duration=_number(
+                env,
+                "OTEL_CALLBACKS_TABLE_MIN_DURATION",
+                cls.table_min_duration,
+                lambda v: 0 <= v < float("inf"),
+                "a finite number of seconds >= 0",
+            ),
+            summary_interval=_seconds(env, "OTEL_CALLBACKS_SUMMARY_INTERVAL", cls.summary_interval),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
             handle_sigterm=_bool(env, "OTEL_CALLBACKS_SIGTERM", cls.handle_sigterm),

@@ -48,11 +48,11 @@ def test_send_names_each_bad_line_and_exits_2_when_nothing_is_usable(tmp_path, c
 def test_a_file_cut_mid_line_sends_every_good_line(tmp_path, trace_file):
     lines = trace_file.read_bytes().splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"
-    cut.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
-    good = len(repaired_spans(lines[:-1]))  # open-phase records merged into their spans
+    cut.write_bytes(b"".join(lines) + lines[-1][: len(lines[-1]) // 2])  # killed writing one more
+    good = len(repaired_spans(lines))  # open-phase records merged into their spans
     out = cli("send", cut, env=CONSOLE)
     assert out.returncode == 1, out.stderr
-    assert f"{cut}:{len(lines)}: not JSON" in out.stderr
+    assert f"{cut}:{len(lines) + 1}: not JSON" in out.stderr
     assert f"traces: {good} spans read from 1 file, {good} exported to console" in out.stdout
     assert out.stdout.count('"trace_id"') == good, "the console exporter printed every good span"
 

@@ -409,13 +409,13 @@ def test_the_root_ends_after_its_last_callback_though_the_clock_moves_while_the_
 def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, monkeypatch, breaks):
     # The table is made before the root ends (the root carries its overhead): its failure must not
     # leave the root open; one that fails only to print still gives the overhead.
-    from otel_callbacks.tracing.report import Report
+    from otel_callbacks.tracing import tables
     from otel_callbacks.tracing.runs import Run
 
     def broken(*args):
         raise OSError("stdout closed")
 
-    monkeypatch.setattr(*((Report, "emit") if breaks == "printing" else (Run, "finish")), broken)
+    monkeypatch.setattr(*((tables, "emit") if breaks == "printing" else (Run, "finish")), broken)
     run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
     assert_closed_and_isolated(recorded)
     (train,) = Tree(recorded.spans()).phases("train")
@@ -425,12 +425,12 @@ def test_a_failing_timing_table_still_ends_the_root_and_is_counted(recorded, mon
 
 
 def test_a_ctrl_c_while_the_timing_table_is_made_ends_the_root_and_goes_on(recorded, monkeypatch):
-    from otel_callbacks.tracing.report import Report
+    from otel_callbacks.tracing import tables
 
-    def interrupted(self):
+    def interrupted(text):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Report, "emit", interrupted)
+    monkeypatch.setattr(tables, "emit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)
     assert_closed_and_isolated(recorded)

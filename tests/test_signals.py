@@ -98,7 +98,8 @@ def test_an_application_handler_set_later_is_chained(tmp_path):
 
 
 def test_the_setting_turns_it_off(tmp_path):
-    proc, tree, _ = terminated("default", tmp_path, OTEL_CALLBACKS_SIGTERM="false")
+    # Killed as by default, after the file's export delay (0.5 s) has written the open records.
+    proc, tree, _ = terminated("default", tmp_path, wait=0.8, OTEL_CALLBACKS_SIGTERM="false")
     assert proc.returncode == -signal.SIGTERM
     (root,) = tree.phases("train")
     assert root.status.description == sc.UNCLOSED, "nothing closed the run: the file's record says so"

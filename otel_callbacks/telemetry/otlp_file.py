@@ -8,6 +8,7 @@ with the OTLP exporters' own protobuf encoders so the file holds exactly what OT
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -165,12 +166,6 @@ class OtlpJsonLinesFile:
         self.metrics_path = directory / f"{prefix}.metrics.jsonl"
         self._lock = threading.Lock()
 
-    def write_open(self, span: Any) -> None:
-        """A record of a phase as it opens, so that a killed process's file still holds it."""
-        record = open_record(span)
-        if record is not None:
-            self.write(encode_spans([record]))
-
     def write(self, message: Message) -> None:
         line = to_json_line(message) + "\n"
         path = self.metrics_path if isinstance(message, ExportMetricsServiceRequest) else self.traces_path
@@ -202,12 +197,39 @@ def open_record(span: Any) -> ReadableSpan | None:
     )
 
 
+class OpenPhase:
+    """A long phase handed to the span pipeline as it opened (``Telemetry.announce``). The caller's
+    thread only queues it; the file exporter, on the export thread, writes its record if the phase
+    is still open then, and nothing if it has ended (its span is on its way): a run that ends within
+    the export delay costs no record."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    @property
+    def context(self) -> Any:  # what a span processor reads to drop what is not sampled
+        return self.span.get_span_context()
+
+    def record(self) -> ReadableSpan | None:
+        for _ in range(3):  # its attributes may change under us (another thread, the caller's)
+            if not self.span.is_recording():
+                return None
+            with contextlib.suppress(RuntimeError):
+                return open_record(self.span)
+        return None
+
+
 class FileSpanExporter(SpanExporter):
     def __init__(self, file: OtlpJsonLinesFile) -> None:
         self.file = file
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.file.write(encode_spans(spans))
+    def export(self, spans: Sequence[ReadableSpan | OpenPhase]) -> SpanExportResult:
+        records = [s.record() if isinstance(s, OpenPhase) else s for s in spans]
+        records = [r for r in records if r is not None]
+        if records:
+            self.file.write(encode_spans(records))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

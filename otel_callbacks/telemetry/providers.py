@@ -25,6 +25,7 @@ from . import exporter_logs, signals
 from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
 from .health import HealthInstruments
 from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
+from .otlp_file import OpenPhase
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
 from .views import has_metric_views
@@ -56,8 +57,8 @@ class Telemetry:
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's files (traces, metrics), when it is used
-        self.announced_to = output if traces_to_file else None
-        """The file that gets a record of each long phase as it opens, when traces go to it."""
+        self.announces = traces_to_file
+        """Whether long phases are announced as they open: when traces go to the embedded file only."""
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
             self.tracer.id_generator = PrivateRandomIdGenerator()
@@ -130,12 +131,13 @@ class Telemetry:
             self.report_error(exc)
 
     def announce(self, span: Any) -> None:
-        """Write an open phase to the embedded file at once, so that a process killed before the
-        phase ends leaves it there (``otlp_file`` repairs it when the file is read)."""
-        if self.announced_to is None:
+        """Hand a long phase to the span pipeline as it opens, so that a process killed before the
+        phase ends leaves a record of it in the embedded file (``otlp_file.OpenPhase``: made on the
+        export thread, and only for a phase still open then; repaired when the file is read)."""
+        if not self.announces:
             return
         try:
-            self.announced_to.write_open(span)
+            self.tracer.span_processor.on_end(OpenPhase(span))
         except Exception as exc:
             self.report_error(exc)
 

@@ -64,22 +64,24 @@ class Report:
         else:
             lines.append(
                 f"instrumentation overhead: {self.overhead_ns / 1e6:.3f} ms "
-                f"({100 * self.overhead_ns / run:.3f}% of the run): time spent in otel_callbacks around "
-                "the callbacks, measured in this process; the costliest single call added "
-                f"{self.worst_overhead_ns / 1e3:.1f} us (one that made a span)"
+                f"({100 * self.overhead_ns / run:.3f}% of the run): time spent in otel_callbacks on the "
+                "caller's thread, around the callbacks and opening and closing the run and its phases "
+                "(not counted: making this table, and ending the run's root span after it), measured in "
+                f"this process; the costliest single call added {self.worst_overhead_ns / 1e3:.1f} us "
+                "(one that made a span)"
             )
         lines.extend(f"not closed normally: {failure}" for failure in self.failures)
         if self.failures_dropped:
             lines.append(f"not closed normally: {self.failures_dropped} more")
         return "\n".join(lines)
 
-    def emit(self) -> None:
-        """Once: through logging where the application shows this logger's INFO, else printed."""
-        text = self.render()
-        if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
-            logger.info("%s", text)
-        else:
-            print(text, flush=True)
+
+def emit(text: str) -> None:
+    """A table, once: through logging where the application shows this logger's INFO, else printed."""
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+        logger.info("%s", text)
+    else:
+        print(text, flush=True)
 
 
 def _phase_lines(mode: str, run_ns: int, phases: dict[tuple[str, ...], list[int]]) -> list[str]:

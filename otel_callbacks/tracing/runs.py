@@ -118,6 +118,8 @@ class Run:
         self.max_spans = max_spans  # Settings.max_spans
         self.span_limit = max_spans  # where sampled spans stop: the current epoch's share (plan_epoch)
         self.span_overhead_ns = 0
+        self.tracking_ns = 0  # opening and closing phases (the run's own start included)
+        self.closing_since: int | None = None  # the close that ends the run began (perf_ns)
         self.span_calls = 0
         self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
         self.members: list[weakref.ref[EngineState]] = []  # validators that joined this run
@@ -174,7 +176,9 @@ class Run:
         unsampled = max(0, calls - self.span_calls)
         overhead = None
         if fast_call_ns is not None or not unsampled:
-            overhead = self.span_overhead_ns + unsampled * (fast_call_ns or 0.0)
+            overhead = self.span_overhead_ns + self.tracking_ns + unsampled * (fast_call_ns or 0.0)
+            if self.closing_since is not None:  # closing the run, up to its table
+                overhead += perf_ns() - self.closing_since
         return Report(
             self.mode,
             end - self.start,

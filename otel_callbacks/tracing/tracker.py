@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from .. import semconv as sc
 from ..config import process_ranks
 from ..hooks import BATCH_START_EVENTS, mode_of
-from ..telemetry import providers
 from ..telemetry.propagation import environment_context
-from .clock import perf_ns, sync_clock
+from .clock import perf_ns
 from .engines import LANE_END, EngineState
 from .phases import PhaseMachine
+from .run_lifecycle import RunLifecycle
 from .runs import Run
 from .slow import report_slow
+from .tables import Tables
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 _LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
 
 
-class PhaseTracker(PhaseMachine):
-    """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs."""
+class PhaseTracker(PhaseMachine, RunLifecycle):
+    """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs
+    (``run_lifecycle.py``)."""
 
     calibrate: Callable[[Telemetry], float] | None = None
     """Measures the unsampled path's cost for the overhead line (set by ``tracing/__init__``, which
@@ -70,6 +72,7 @@ class PhaseTracker(PhaseMachine):
         self._anonymous = self._new_state(lambda: None)
         self.fast_call_ns: float | None = None  # the unsampled path's own cost, measured once
         self.last_report: Report | None = None
+        self._tables = Tables(self._settings, self._settings.summary and self._rank == 0)  # DDP: rank 0
         self._opening = self._handlers()
         self._start_health()
 
@@ -132,7 +135,18 @@ class PhaseTracker(PhaseMachine):
         if state.closer is callback and not failed:
             state.closer = None
             if state.pending is not None:
-                self._close_pending(state, end)
+                self._close_counted(state, end)
+
+    def _close_counted(self, state: EngineState, end: int) -> None:
+        """Close the pending phase, its time counted in the run's overhead (up to the table where
+        the run ends with it)."""
+        run = state.run
+        if run is not None:
+            run.closing_since = end
+        self._close_pending(state, end)
+        if run is not None and run is state.run:  # a phase inside the run ended
+            run.tracking_ns += perf_ns() - end
+            run.closing_since = None
 
     def durations(self, state: EngineState, binding: Any, error_type: str | None = None) -> list[int]:
         """The list this callback's durations in the engine's current run go to."""
@@ -189,6 +203,10 @@ class PhaseTracker(PhaseMachine):
             states = [*self.states.copy().values(), self._anonymous]  # _forget may pop meanwhile
         for state in states:
             self._abort(state, reason)
+        try:
+            self._tables.flush()  # the short runs' summary, after the tables of the runs just ended
+        except Exception as exc:
+            self._telemetry.report_error(exc)
 
     def _trainer_of(self, validator: Any) -> EngineState | None:
         callbacks = getattr(validator, "callbacks", None)
@@ -221,78 +239,5 @@ class PhaseTracker(PhaseMachine):
         if event in _LOOP_START_EVENTS:  # after its handler: an epoch left for a retry counts its batches
             state.batch_index = -1
         state.context = state.innermost()
-
-    # Runs -------------------------------------------------------------------------------------
-
-    def _phase_buffer(self, name: str, mode: str) -> list[int]:
-        buffer = self._phase_buffers.get((name, mode))
-        if buffer is None:
-            attributes = {sc.ATTR_PHASE: name, sc.ATTR_MODE: mode}
-            buffer = self._phase_buffers[name, mode] = self._telemetry.phase_duration.buffer(attributes)
-        return buffer
-
-    def _record_phase(self, state: EngineState, name: str, path: tuple[str, ...], elapsed_ns: int) -> None:
-        run = state.run
-        # A validation inside a training is val work: its phases go to the metrics as mode val.
-        mode = sc.MODE_VAL if state.parent is not None else run.mode if run is not None else sc.MODE_TRAIN
-        buffer = self._phase_buffer(name, mode)
-        buffer.append(elapsed_ns)
-        if len(buffer) >= self._limits.buffer_limit:
-            self._telemetry.phase_duration.fold(buffer)
-        if run is not None and path:  # the run's own phase is its total, not a line of the table
-            run.add_phase(path, elapsed_ns)
-
-    def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
-        if state.stack or state.run is not None:
-            self._abort(state, reason)
-        if not any(other.run is not None and not other.run.implicit for other in self.states.values()):
-            sync_clock()  # between runs only: an open run's spans stay on its clock
-        state.run = Run(mode, self._durations, self._limits, self._max_spans)
-
-    def _abort(self, state: EngineState, reason: str | None) -> None:
-        """End whatever is open with status ERROR and the reason (normally without one); finish the run."""
-        try:
-            self._quiesce(state)
-            end = state.last_end or perf_ns()
-            while state.stack:
-                self._finish(state, state.stack.pop(), end, reason)
-            if state.run is not None and state.parent is None:
-                self._finish_run(state, end)
-            state.run = None
-        except Exception as exc:
-            self._telemetry.report_error(exc)
-
-    def _quiesce(self, state: EngineState) -> None:
-        """Before phases end out of turn: the lane disarmed and worked out, and a lane batch whose
-        end event fired counted as finished."""
-        if state.armed is not None:
-            self._disarm(state)
-        if state.pending is not None and state.in_lane_batch():
-            self._close_pending(state, state.last_end)  # its end event fired
-        state.pending = None
-        self._settle(state)
-
-    def _finish_run(self, state: EngineState, end: int) -> Report | None:
-        self._settle(state)
-        run, state.run, state.armed = state.run, None, None
-        state.batch_times.clear()
-        state.batch_slow_ns = state.slow_ns
-        if run is None:
-            return None
-        for member in run.members:  # a validator still inside the run (the training raised)
-            other = member()
-            if other is not None and other is not state:
-                self._abort(other, "the training ended during this validation")
-        if run.implicit:  # no table: release its buffers, skip measuring the overhead
-            run.finish(end, 0.0)
-            return None
-        # Only while active (a shutdown ends runs first): else the probe's call would configure anew.
-        if self.fast_call_ns is None and self._calibrate is not None and self._telemetry is providers.active:
-            self.fast_call_ns = self._calibrate(self._telemetry)
-        report = self.last_report = run.finish(end, self.fast_call_ns)
-        if self._settings.summary and self._rank == 0:  # DDP: rank 0's, as Ultralytics prints
-            try:
-                report.emit()
-            except Exception as exc:  # stdout closed: the root still gets the overhead
-                self._telemetry.report_error(exc)
-        return report
+        if state.run is not None:  # the firing's phase work (a run's start too) is overhead
+            state.run.tracking_ns += perf_ns() - now

@@ -1,0 +1,82 @@
+"""Where each run's timing table goes: printed, or, for a short predict, val or export run (an
+inference loop calls ``model(frame)`` thousands of times), into one summary of the short runs by kind,
+printed at most once a summary interval and at process exit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .. import semconv as sc
+from .clock import perf_ns
+from .report import Report, emit
+from .runs import CallbackStats
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+
+class ShortRun:
+    """The short runs of one kind since the last summary: count, failures and a p95 sample (the
+    table's reservoir), and the slowest."""
+
+    def __init__(self, reservoir_size: int) -> None:
+        self.durations = CallbackStats(reservoir_size)
+        self.slowest_ns = 0
+
+    def add(self, report: Report) -> None:
+        self.durations.add([report.run_ns], failed=bool(report.failures))
+        self.slowest_ns = max(self.slowest_ns, report.run_ns)
+
+
+class Tables:
+    """Shows each finished run's table, where this process shows them at all (``show``)."""
+
+    def __init__(self, settings: Settings, shows: bool) -> None:
+        self.shows = shows  # OTEL_CALLBACKS_SUMMARY and, in DDP, rank 0 (as Ultralytics prints)
+        self.min_ns = int(settings.table_min_duration * 1e9)
+        self.interval_ns = int(settings.summary_interval * 1e9)
+        self.reservoir_size = settings.limits.reservoir_size
+        self.short: dict[str, ShortRun] = {}
+        self.since, self.since_wall = perf_ns(), time.time()
+        self._lock = threading.Lock()  # runs end on any thread
+
+    def show(self, report: Report) -> None:
+        if not self.shows:
+            return
+        if report.mode == sc.MODE_TRAIN or report.run_ns >= self.min_ns:
+            emit(report.render())
+            return
+        with self._lock:
+            kind = self.short.get(report.mode)
+            if kind is None:
+                kind = self.short[report.mode] = ShortRun(self.reservoir_size)
+            kind.add(report)
+            due = perf_ns() - self.since >= self.interval_ns
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Print the summary of the short runs since the last one, if there were any."""
+        with self._lock:
+            short, since = self.short, self.since_wall
+            self.short, self.since, self.since_wall = {}, perf_ns(), time.time()
+        if short:
+            emit(render_short_runs(short, since, self.min_ns))
+
+
+def render_short_runs(short: dict[str, ShortRun], since: float, min_ns: int) -> str:
+    runs = sum(kind.durations.calls for kind in short.values())
+    lines = [
+        f"otel_callbacks: {runs} short runs since {time.strftime('%H:%M:%S', time.localtime(since))} "
+        f"(under {min_ns / 1e9:g} s each, OTEL_CALLBACKS_TABLE_MIN_DURATION: no table of their own)",
+        f"  {'kind':<8} {'runs':>7}  {'mean ms':>9}  {'p95 ms':>9}  {'slowest ms':>10}  {'failures':>8}",
+    ]
+    for mode, kind in sorted(short.items()):
+        stats = kind.durations
+        lines.append(
+            f"  {mode:<8} {stats.calls:>7}  {stats.mean_ns / 1e6:>9.3f}  {stats.p95_ns / 1e6:>9.3f}  "
+            f"{kind.slowest_ns / 1e6:>10.3f}  {stats.errors:>8}"
+        )
+    return "\n".join(lines)
