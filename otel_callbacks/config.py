@@ -134,6 +134,11 @@ class Settings:
     """``OTEL_CALLBACKS_ENABLED`` (and not ``OTEL_SDK_DISABLED``): false makes every wrapper a plain call."""
     output_dir: Path = Path("runs/otel")
     """``OTEL_CALLBACKS_DIR``: where the embedded default writes its OTLP-JSON-lines files."""
+    file_max_bytes: int = 64 * 1024 * 1024
+    """``OTEL_CALLBACKS_FILE_MAX_BYTES``: the size at which each embedded file is rotated (0: never)."""
+    file_backups: int = 4
+    """``OTEL_CALLBACKS_FILE_BACKUPS``: rotated files kept per embedded file; the oldest beyond them is
+    dropped (said once, counted)."""
     batch_spans_first: int = 3
     """``OTEL_CALLBACKS_BATCH_SPANS_FIRST``: per-batch spans kept for the first N batches of each loop."""
     batch_spans_every: int = 100
@@ -185,6 +190,8 @@ class Settings:
         return cls(
             enabled=_bool(env, "OTEL_CALLBACKS_ENABLED", True) and not sdk_disabled,
             output_dir=Path(env.get("OTEL_CALLBACKS_DIR", "").strip() or cls.output_dir),
+            file_max_bytes=_int(env, "OTEL_CALLBACKS_FILE_MAX_BYTES", cls.file_max_bytes),
+            file_backups=_int(env, "OTEL_CALLBACKS_FILE_BACKUPS", cls.file_backups),
             batch_spans_first=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_FIRST", cls.batch_spans_first),
             batch_spans_every=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_EVERY", cls.batch_spans_every),
             max_spans=_int(env, "OTEL_CALLBACKS_MAX_SPANS", cls.max_spans),

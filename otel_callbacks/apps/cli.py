@@ -60,6 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def expand(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
     """Files named, found under directories (``*.jsonl``) or matched by globs; and what matched nothing."""
+    from ..telemetry import otlp_file
+
     files: list[Path] = []
     missing: list[str] = []
     for argument in arguments:
@@ -69,7 +71,8 @@ def expand(arguments: Sequence[str]) -> tuple[list[Path], list[str]]:
             files += [f for f in found if f not in files]
         else:
             missing.append(argument)
-    return files, missing
+    # A rotated file is read with the file it was rotated from (otlp_file.read_file), when that is here.
+    return [f for f in files if otlp_file.current_file(f) not in files], missing
 
 
 def _inputs(command: str, arguments: Sequence[str]) -> tuple[list[Path], list[str]]:

@@ -60,7 +60,7 @@ def build_tracer_provider(resource: Any, file: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from .otlp_file import FileSpanExporter
+    from .file_exporters import FileSpanExporter
 
     exporters = _chosen("traces", FileSpanExporter, file)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
@@ -78,7 +78,7 @@ def build_meter_provider(resource: Any, file: Any) -> Any:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 
-    from .otlp_file import FileMetricExporter
+    from .file_exporters import FileMetricExporter
 
     exporters = _chosen("metrics", FileMetricExporter, file)
     readers = [

@@ -8,35 +8,28 @@ with the OTLP exporters' own protobuf encoders so the file holds exactly what OT
 from __future__ import annotations
 
 import base64
-import contextlib
+import glob
 import json
+import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-)
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import semconv
-from .spans import DirectSpan
+
+logger = logging.getLogger(semconv.LOGGER_NAME)
 
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
 
@@ -78,13 +71,41 @@ def from_json_line(line: str) -> ExportTraceServiceRequest | ExportMetricsServic
 def read_file(
     path: str | os.PathLike[str], bad_lines: list[str] | None = None
 ) -> Iterator[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
-    """Yield the OTLP requests a file holds, in the order they were written, repaired (below).
+    """Yield the OTLP requests a file holds, in the order they were written, repaired (below); a
+    file the embedded default writes to is read with its rotated files before it, oldest first.
 
     A line that is not one (a process killed mid-write leaves half a line) raises ``ValueError`` as
     ``FILE:LINE: what is wrong``; given a ``bad_lines`` list, it is appended there and skipped, so
     every good line is still read.
     """
-    yield from repaired(list(_requests(path, bad_lines)))
+    files = [*rotated_files(Path(path)), Path(path)]
+    yield from repaired([r for each in files for r in _requests(each, bad_lines)])
+
+
+_ROTATED = re.compile(r"(?P<current>.+\.(traces|metrics))\.(?P<number>\d+)\.jsonl")
+
+
+def rotated_path(path: Path, number: int) -> Path:
+    """The ``number``-th newest rotated file of ``path`` (``x.traces.jsonl`` -> ``x.traces.2.jsonl``)."""
+    return path.with_name(f"{path.name.removesuffix('.jsonl')}.{number}.jsonl")
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The rotated files of a current file that exist, oldest first (none for a rotated file)."""
+    if _ROTATED.fullmatch(path.name):
+        return []
+    found = {}
+    for each in path.parent.glob(f"{glob.escape(path.name.removesuffix('.jsonl'))}.*.jsonl"):
+        match = _ROTATED.fullmatch(each.name)
+        if match and match["current"] + ".jsonl" == path.name:
+            found[int(match["number"])] = each
+    return [found[n] for n in sorted(found, reverse=True)]
+
+
+def current_file(path: Path) -> Path | None:
+    """The file a rotated file was rotated from; None for any other file."""
+    match = _ROTATED.fullmatch(path.name)
+    return path.with_name(match["current"] + ".jsonl") if match else None
 
 
 def repaired(
@@ -155,112 +176,56 @@ def _requests(
 class OtlpJsonLinesFile:
     """A process's two files, one per signal as OpenTelemetry's file exporters write them (a trace
     viewer's upload takes the traces file as it is): ``<service>-<time>-<pid>.traces.jsonl`` and
-    ``.metrics.jsonl``, each created on its first write."""
+    ``.metrics.jsonl``, each created on its first write.
 
-    def __init__(self, directory: Path, service_name: str) -> None:
+    Bounded like the standard library's rotating handler: a line that would take a file past
+    ``max_bytes`` (0: no bound) first moves it to ``.1.jsonl`` (``.1`` to ``.2``, and so on), keeping
+    ``backups`` rotated files; the oldest beyond them is dropped, counted in ``dropped`` and said once.
+    """
+
+    def __init__(self, directory: Path, service_name: str, max_bytes: int = 0, backups: int = 0) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in service_name)
         prefix = f"{safe}-{stamp}-{os.getpid()}"
         self.directory = directory
         self.traces_path = directory / f"{prefix}.traces.jsonl"
         self.metrics_path = directory / f"{prefix}.metrics.jsonl"
+        self.max_bytes, self.backups = max_bytes, backups
+        self.dropped = 0  # files dropped past the backups, both signals
+        self._sizes: dict[Path, int] = {}
         self._lock = threading.Lock()
 
     def write(self, message: Message) -> None:
-        line = to_json_line(message) + "\n"
+        line = (to_json_line(message) + "\n").encode()
         path = self.metrics_path if isinstance(message, ExportMetricsServiceRequest) else self.traces_path
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as out:
+            size = self._sizes.get(path)
+            if size is None:
+                size = path.stat().st_size if path.exists() else 0
+            if self.max_bytes and size and size + len(line) > self.max_bytes:
+                self._rotate(path)
+                size = 0
+            with open(path, "ab") as out:
                 out.write(line)
+            self._sizes[path] = size + len(line)
 
-
-def open_record(span: Any) -> ReadableSpan | None:
-    """A record of a span still open: ended at its start, marked ``semconv.ATTR_OPEN``."""
-    if isinstance(span, DirectSpan):
-        name, context, parent, resource = span._name, span._context, span._parent, span._tracer.resource
-        attributes, start, scope = span._attributes, span._start_time, span._pipeline.scope
-    elif isinstance(span, ReadableSpan) and span.start_time is not None:
-        name, context, parent, resource = span.name, span.context, span.parent, span.resource
-        attributes, start, scope = span.attributes, span.start_time, span.instrumentation_scope
-    else:
-        return None
-    return ReadableSpan(
-        name,
-        context,
-        parent,
-        resource,
-        {**(attributes or {}), semconv.ATTR_OPEN: True},
-        start_time=start,
-        end_time=start,
-        instrumentation_scope=scope,
-    )
-
-
-class OpenPhase:
-    """A long phase handed to the span pipeline as it opened (``Telemetry.announce``). The caller's
-    thread only queues it; the file exporter, on the export thread, writes its record if the phase
-    is still open then, and nothing if it has ended (its span is on its way): a run that ends within
-    the export delay costs no record."""
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: Any) -> None:
-        self.span = span
-
-    @property
-    def context(self) -> Any:  # what a span processor reads to drop what is not sampled
-        return self.span.get_span_context()
-
-    def record(self) -> ReadableSpan | None:
-        for _ in range(3):  # its attributes may change under us (another thread, the caller's)
-            if not self.span.is_recording():
-                return None
-            with contextlib.suppress(RuntimeError):
-                return open_record(self.span)
-        return None
-
-
-class FileSpanExporter(SpanExporter):
-    def __init__(self, file: OtlpJsonLinesFile) -> None:
-        self.file = file
-
-    def export(self, spans: Sequence[ReadableSpan | OpenPhase]) -> SpanExportResult:
-        records = [s.record() if isinstance(s, OpenPhase) else s for s in spans]
-        records = [r for r in records if r is not None]
-        if records:
-            self.file.write(encode_spans(records))
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-
-class FileMetricExporter(MetricExporter):
-    def __init__(self, file: OtlpJsonLinesFile) -> None:
-        # Delta: each line adds to the previous ones, so a replayed file never double counts.
-        super().__init__(preferred_temporality=_all_delta())
-        self.file = file
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        if any(rm.scope_metrics for rm in metrics_data.resource_metrics):
-            self.file.write(encode_metrics(metrics_data))
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        pass
-
-
-def _all_delta() -> dict[type, AggregationTemporality]:
-    from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
-
-    return {
-        Counter: AggregationTemporality.DELTA,
-        Histogram: AggregationTemporality.DELTA,
-        UpDownCounter: AggregationTemporality.CUMULATIVE,
-    }
+    def _rotate(self, path: Path) -> None:
+        oldest = rotated_path(path, self.backups) if self.backups else path
+        if oldest.exists():
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning(
+                    "otel_callbacks: %s reached its OTEL_CALLBACKS_FILE_MAX_BYTES=%d with "
+                    "OTEL_CALLBACKS_FILE_BACKUPS=%d rotated files kept: its oldest data is dropped "
+                    "(each file dropped from now on is counted, not said)",
+                    path,
+                    self.max_bytes,
+                    self.backups,
+                )
+            oldest.unlink()
+        for number in range(self.backups - 1, 0, -1):
+            if rotated_path(path, number).exists():
+                rotated_path(path, number).rename(rotated_path(path, number + 1))
+        if self.backups:
+            path.rename(rotated_path(path, 1))
