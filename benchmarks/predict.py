@@ -94,10 +94,11 @@ def child(args: argparse.Namespace) -> None:
     data = str(make_dataset(work / "dataset"))
     os.environ["OTEL_CALLBACKS_DIR"] = str(work / "otel")
 
+    from ultralytics import YOLO
+
     import otel_callbacks
     from otel_callbacks import tracing
     from otel_callbacks.tracing import InstrumentedCallback
-    from ultralytics import YOLO
 
     image = np.full((64, 64, 3), 114, dtype=np.uint8)  # no random generator: Ultralytics seeds them
     common = {"imgsz": 64, "device": "cpu", "verbose": False}
@@ -164,9 +165,8 @@ def main() -> None:
     if args.workdir:
         child(args)
         return
-    print(
-        f"per-call cost, {args.rounds} rounds of {args.block} predict calls (val: {args.val_rounds} rounds of 2)"
-    )
+    rounds = f"{args.rounds} rounds of {args.block} predict calls, {args.val_rounds} of 2 val calls"
+    print(f"per-call cost, {rounds}")
     print(f"{'exporter':<9} {'call':<8} {'plain us':>9}  {'plain again - plain us':>24}  "
           f"{'instrumented - plain us':>25}  {'reported us':>11}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,216 @@
+"""Inference loops (a predict run per frame): no table per short run but one summary by kind, embedded
+files bounded by rotation and read back as one set, open records made off the caller's thread."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import StatusCode
+
+from otel_callbacks import semconv as sc
+from otel_callbacks import telemetry
+from otel_callbacks.apps.cli import expand
+from otel_callbacks.apps.send import spans as request_spans
+from otel_callbacks.config import Limits, Settings
+from otel_callbacks.telemetry import otlp_file
+from otel_callbacks.telemetry.file_exporters import FileSpanExporter, OpenPhase
+from otel_callbacks.tracing import current_tracker
+from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
+
+QUIET = Settings(table_min_duration=5.0, summary_interval=3600.0)
+
+
+def failing_predict(predictor):
+    predictor.run_callbacks("on_predict_start")
+    predictor.run_callbacks("on_predict_batch_start")  # the model raised here: no end events
+
+
+@pytest.mark.parametrize("settings", [QUIET], indirect=True)
+def test_short_predict_runs_print_nothing_until_one_summary_at_exit(recorded, capsys):
+    predictor = DetectionPredictor()
+    for call in range(300):
+        (failing_predict if call in (10, 20) else run_predict)(predictor)
+    assert capsys.readouterr().out == "", "no table per short run"
+    run_train(DetectionTrainer(), epochs=1, batches=2, val_batches=1)  # a training prints its table
+    table = capsys.readouterr().out
+    assert table.startswith("otel_callbacks: train run took") and "short runs" not in table
+    telemetry.shutdown()
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].startswith("otel_callbacks: 300 short runs since") and len(summary) == 3, summary
+    kind, runs, mean, p95, slowest, failures = summary[2].split()
+    assert (kind, runs, failures) == ("predict", "300", "2"), "every run and every failure counted"
+    assert 0 < float(mean) <= float(slowest) and 0 < float(p95) <= float(slowest)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [replace(QUIET, summary_interval=1e-9, limits=Limits(reservoir_size=4))],  # due at every run
+    indirect=True,
+)
+def test_a_summary_is_due_once_an_interval_and_counts_past_its_reservoir(recorded, capsys):
+    predictor = DetectionPredictor()
+    run_predict(predictor)
+    first = capsys.readouterr().out
+    assert first.startswith("otel_callbacks: 1 short runs since"), "due: printed with the run"
+    tables = current_tracker()._tables
+    tables.interval_ns = 1 << 62  # no longer due: the runs pile up past the reservoir of 4
+    for _ in range(50):
+        run_predict(predictor)
+    assert capsys.readouterr().out == ""
+    assert tables.short[sc.MODE_PREDICT].durations.calls == 50
+    assert len(tables.short[sc.MODE_PREDICT].durations.reservoir) == 4
+    tables.flush()
+    assert "otel_callbacks: 50 short runs since" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("settings", [replace(QUIET, table_min_duration=0.0)], indirect=True)
+def test_a_run_as_long_as_the_threshold_prints_its_own_table(recorded, capsys):
+    run_predict(DetectionPredictor())
+    assert capsys.readouterr().out.startswith("otel_callbacks: predict run took")
+    telemetry.shutdown()
+    assert "short runs" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("settings", [replace(QUIET, summary=False)], indirect=True)
+def test_the_summary_setting_silences_the_short_runs_too(recorded, capsys):
+    run_predict(DetectionPredictor())
+    telemetry.shutdown()
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_CALLBACKS_TABLE_MIN_DURATION", "-1"), ("OTEL_CALLBACKS_SUMMARY_INTERVAL", "0"),
+     ("OTEL_CALLBACKS_FILE_MAX_BYTES", "64MB"), ("OTEL_CALLBACKS_FILE_BACKUPS", "-2")],
+)  # fmt: skip
+def test_invalid_values_name_the_variable_and_what_is_accepted(variable, value):
+    with pytest.raises(ValueError, match=rf"{variable}='{value}' is not accepted; expected"):
+        Settings.from_env({variable: value})
+
+
+# The run's overhead ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [QUIET], indirect=True)
+def test_the_runs_overhead_counts_its_start_and_end(recorded, monkeypatch):
+    from otel_callbacks.tracing import run_lifecycle, runs
+
+    slow_start = 2_000_000  # 2 ms added to opening the run's phase
+    opened = run_lifecycle.RunLifecycle._new_run
+
+    def slow_new_run(self, *args):
+        opened(self, *args)
+        spin(slow_start)
+
+    monkeypatch.setattr(run_lifecycle.RunLifecycle, "_new_run", slow_new_run)
+    closed = runs.Run.finish
+
+    def slow_finish(self, end, fast):
+        spin(slow_start)  # closing the run, before its table
+        return closed(self, end, fast)
+
+    monkeypatch.setattr(runs.Run, "finish", slow_finish)
+    run_predict(DetectionPredictor())
+    assert current_tracker().last_report.overhead_ns >= 2 * slow_start
+
+
+def spin(ns):
+    from time import perf_counter_ns
+
+    until = perf_counter_ns() + ns
+    while perf_counter_ns() < until:
+        pass
+
+
+# Rotation -----------------------------------------------------------------------------------
+
+
+def write_spans(file, count, open_every=0):
+    """``count`` one-span requests; every ``open_every``-th span first as an open record."""
+    tracer = TracerProvider().get_tracer("t")
+    exporter = FileSpanExporter(file)
+    for index in range(count):
+        span = tracer.start_span(f"s{index}")
+        if open_every and index % open_every == 0:
+            exporter.export([OpenPhase(span)])
+        span.end()
+        exporter.export([span])
+
+
+def test_the_file_rotates_at_its_cap_keeps_its_backups_and_drops_the_oldest_once_said(tmp_path, caplog):
+    file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc", max_bytes=4000, backups=2)
+    with caplog.at_level(logging.WARNING, logger=sc.LOGGER_NAME):
+        write_spans(file, 200)
+    current = file.traces_path
+    rotated = otlp_file.rotated_files(current)
+    assert [p.name for p in rotated] == [f"{current.stem}.{n}.jsonl" for n in (2, 1)]
+    assert sorted(tmp_path.iterdir()) == sorted([current, *rotated]), "nothing beyond the backups"
+    assert all(p.stat().st_size <= 4000 for p in [current, *rotated])
+    assert file.dropped > 0
+    said = [r for r in caplog.records if "OTEL_CALLBACKS_FILE_MAX_BYTES=4000" in r.getMessage()]
+    assert len(said) == 1, "said once, counted after"
+    names = [s.name for r in otlp_file.read_file(current) for s in request_spans(r)]
+    numbers = [int(n[1:]) for n in names]
+    assert numbers == list(range(numbers[0], 200)), (
+        "the set read as one, oldest first, nothing lost within it"
+    )
+
+
+def test_an_open_record_in_a_rotated_file_is_resolved_by_its_span_in_the_current_one(tmp_path):
+    file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc", max_bytes=1500, backups=50)
+    tracer = TracerProvider().get_tracer("t")
+    exporter = FileSpanExporter(file)
+    root = tracer.start_span("run")
+    exporter.export([OpenPhase(root)])  # written: the root is still open
+    write_spans(file, 30)
+    root.end()
+    exporter.export([root])
+    assert otlp_file.rotated_files(file.traces_path), "the open record was rotated away from its span"
+    (run,) = [s for r in otlp_file.read_file(file.traces_path) for s in request_spans(r) if s.name == "run"]
+    assert run.status.status_code is StatusCode.UNSET and sc.ATTR_OPEN not in run.attributes
+    files, missing = expand([str(tmp_path)])
+    assert files == [file.traces_path] and not missing, (
+        "a directory's rotated files go with their current one"
+    )
+
+
+def test_without_backups_the_full_file_is_dropped_and_started_again(tmp_path):
+    file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc", max_bytes=2000, backups=0)
+    write_spans(file, 50)
+    assert list(tmp_path.iterdir()) == [file.traces_path] and file.traces_path.stat().st_size <= 2000
+    assert file.dropped > 0
+
+
+# Open records -------------------------------------------------------------------------------
+
+
+def test_an_open_record_is_made_at_export_only_for_a_phase_still_open(tmp_path):
+    file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc")
+    exporter = FileSpanExporter(file)
+    tracer = TracerProvider().get_tracer("t")
+    ended, still_open = tracer.start_span("ended"), tracer.start_span("open", attributes={"k": 1})
+    queued = [OpenPhase(ended), OpenPhase(still_open)]
+    ended.end()  # within the export delay: its record is never made
+    exporter.export([*queued, ended])
+    spans = [s for r in otlp_file._requests(file.traces_path, None) for s in request_spans(r)]
+    assert [(s.name, dict(s.attributes)) for s in spans] == [
+        ("open", {"k": 1, sc.ATTR_OPEN: True}),
+        ("ended", {}),
+    ]
+    assert spans[0].start_time == spans[0].end_time
+
+
+def test_announcing_writes_nothing_on_the_callers_thread(tmp_path, monkeypatch):
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_BSP_SCHEDULE_DELAY"):
+        monkeypatch.delenv(name, raising=False)
+    tel = telemetry.configure(Settings(output_dir=tmp_path, summary=False))
+    span = tel.tracer.start_span("train")
+    tel.announce(span)
+    assert not tel.output.traces_path.exists(), "queued for the export thread, not written"
+    tel.force_flush(5)
+    (record,) = [s for r in otlp_file._requests(tel.output.traces_path, None) for s in request_spans(r)]
+    assert record.name == "train" and record.attributes[sc.ATTR_OPEN] is True
+    span.end()
