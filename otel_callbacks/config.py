@@ -66,6 +66,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 < v < float("inf"), "a finite number of seconds > 0")
 
 
+def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0")
+
+
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
 
@@ -146,6 +150,12 @@ class Settings:
     max_spans: int = 7000
     """``OTEL_CALLBACKS_MAX_SPANS``: spans per run (trace) beyond which only the phases of epochs,
     validations and runs, and slow or failed invocations, still get spans (metrics count everything)."""
+    predict_traces_first: int = 10
+    """``OTEL_CALLBACKS_PREDICT_TRACES_FIRST``: predict runs traced from their start, first of all."""
+    predict_traces_interval: float = 10.0
+    """``OTEL_CALLBACKS_PREDICT_TRACES_INTERVAL``: after those, one predict run traced per this many
+    seconds (0: every run); the others get a trace only if they fail, make a slow call, or last
+    ``table_min_duration``. Their metrics count every run."""
     slow_threshold: float = 1.0
     """``OTEL_CALLBACKS_SLOW_THRESHOLD``: seconds above which a callback invocation is slow."""
     slow_batch_fraction: float = 0.5
@@ -195,17 +205,17 @@ class Settings:
             batch_spans_first=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_FIRST", cls.batch_spans_first),
             batch_spans_every=_int(env, "OTEL_CALLBACKS_BATCH_SPANS_EVERY", cls.batch_spans_every),
             max_spans=_int(env, "OTEL_CALLBACKS_MAX_SPANS", cls.max_spans),
+            predict_traces_first=_int(env, "OTEL_CALLBACKS_PREDICT_TRACES_FIRST", cls.predict_traces_first),
+            predict_traces_interval=_seconds_or_zero(
+                env, "OTEL_CALLBACKS_PREDICT_TRACES_INTERVAL", cls.predict_traces_interval
+            ),
             slow_threshold=_seconds(env, "OTEL_CALLBACKS_SLOW_THRESHOLD", cls.slow_threshold),
             slow_batch_fraction=_fraction(env, "OTEL_CALLBACKS_SLOW_BATCH_FRACTION", cls.slow_batch_fraction),
             gap_span_min=_seconds(env, "OTEL_CALLBACKS_GAP_SPAN_MIN", cls.gap_span_min),
             default_hook_spans=_bool(env, "OTEL_CALLBACKS_DEFAULT_HOOK_SPANS", cls.default_hook_spans),
             summary=_bool(env, "OTEL_CALLBACKS_SUMMARY", cls.summary),
-            table_min_duration=_number(
-                env,
-                "OTEL_CALLBACKS_TABLE_MIN_DURATION",
-                cls.table_min_duration,
-                lambda v: 0 <= v < float("inf"),
-                "a finite number of seconds >= 0",
+            table_min_duration=_seconds_or_zero(
+                env, "OTEL_CALLBACKS_TABLE_MIN_DURATION", cls.table_min_duration
             ),
             summary_interval=_seconds(env, "OTEL_CALLBACKS_SUMMARY_INTERVAL", cls.summary_interval),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),

@@ -214,3 +214,84 @@ def test_announcing_writes_nothing_on_the_callers_thread(tmp_path, monkeypatch):
     (record,) = [s for r in otlp_file._requests(tel.output.traces_path, None) for s in request_spans(r)]
     assert record.name == "train" and record.attributes[sc.ATTR_OPEN] is True
     span.end()
+
+
+# Sampled predict runs -------------------------------------------------------------------------
+
+SAMPLED = replace(
+    QUIET,
+    default_hook_spans=True,
+    predict_traces_first=3,
+    predict_traces_interval=3600.0,
+    slow_threshold=0.05,
+)
+
+
+def predict_loop(calls, slow=(), failing=()):
+    """``calls`` predict runs on one predictor; the calls in ``slow`` make a 60 ms callback, those in
+    ``failing`` raise out of the model (no end events: the next run's start fails them)."""
+    predictor, call = DetectionPredictor(), [0]
+
+    def postprocess(engine):
+        if call[0] in slow:
+            spin(60_000_000)
+
+    predictor.add_callback("on_predict_postprocess_end", postprocess)
+    for call[0] in range(calls):
+        (failing_predict if call[0] in failing else run_predict)(predictor)
+    run_predict(predictor)  # ends the last failed one, if any
+    return calls + 1
+
+
+@pytest.mark.parametrize("settings", [SAMPLED], indirect=True)
+def test_short_healthy_predict_runs_are_sampled_and_every_slow_or_failed_one_kept(recorded):
+    runs = predict_loop(20, slow={5, 12}, failing={8})
+    spans = recorded.spans()
+    roots = sorted((s for s in spans if s.parent is None), key=lambda s: s.start_time)
+    counts = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    assert counts[sc.PHASE_PREDICT] == runs, "the metrics count every run"
+    if not telemetry.current().spans.direct:  # processors that see span starts: every run traced
+        assert len(roots) == runs
+        return
+    assert len(roots) == 3 + 3, "the first three, the two slow ones and the failed one"
+    by_trace = {
+        r.context.trace_id: [s for s in spans if s.context.trace_id == r.context.trace_id] for r in roots
+    }
+    ids = {s.context.span_id for s in spans}
+    assert all(s.parent.span_id in ids for s in spans if s.parent is not None), "no orphans"
+    kept = roots[3:]
+    assert [r.status.status_code for r in kept] == [StatusCode.UNSET, StatusCode.ERROR, StatusCode.UNSET]
+    for root in (kept[0], kept[2]):
+        children = [s for s in by_trace[root.context.trace_id] if s.parent is not None]
+        assert [s.attributes[sc.ATTR_BATCH_INDEX] for s in children] == [0, 1, 2], "its three slow calls"
+        for slow in children:
+            assert slow.name == "on_predict_postprocess_end postprocess" and slow.attributes[sc.ATTR_SLOW]
+            assert slow.parent.span_id == root.context.span_id
+            assert slow.end_time - slow.start_time >= 60_000_000
+    assert by_trace[kept[1].context.trace_id] == [kept[1]], "a failed run keeps its root, with the reason"
+    assert "a new prediction started before on_predict_end" in kept[1].status.description
+
+
+def test_predict_sampling_takes_the_first_runs_then_one_per_interval():
+    from otel_callbacks.tracing.predict_runs import PredictSampling
+
+    sampling = PredictSampling(Settings(predict_traces_first=2, predict_traces_interval=10e-9))
+    assert [sampling.traced(now) for now in (0, 1, 2, 5, 11, 12, 21)] == [1, 1, 0, 0, 1, 0, 1]
+    every = PredictSampling(Settings(predict_traces_first=0, predict_traces_interval=0))
+    assert all(every.traced(now) for now in range(5))
+
+
+@pytest.mark.parametrize("settings", [SAMPLED], indirect=True)
+def test_a_root_sampler_of_the_applications_keeps_its_meaning(settings, monkeypatch):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))  # roots: the sampler's call
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.configure(settings, tracer_provider=provider, meter_provider=MeterProvider())
+    assert telemetry.current().spans.direct, "children would be direct spans; roots stay the sampler's"
+    runs = predict_loop(10)
+    assert len([s for s in exporter.get_finished_spans() if s.parent is None]) == runs

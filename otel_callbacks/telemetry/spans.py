@@ -15,33 +15,26 @@ of any other setup, go through the tracer's ``start_span``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
+
+from .span_pipeline import ROOT_SAMPLED_ON, Pipeline, pipeline_of, within
 
 logger = logging.getLogger(__name__)
 
-_LOCAL_SAMPLED_ON = "localParentSampled:AlwaysOnSampler"  # in ParentBased's description
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, int, float, bool})
 _STR = frozenset({str})
-
-
-def _within(count: int, limit: int | None) -> bool:
-    """``count <= limit``, where a limit of None (the SDK's unset) has no bound."""
-    return limit is None or count <= limit
 
 
 def _plain(attributes: Mapping[str, Any]) -> bool:
@@ -53,53 +46,13 @@ def _plain(attributes: Mapping[str, Any]) -> bool:
     )
 
 
-class _Pipeline(NamedTuple):
-    """What a direct span needs of its SDK tracer, judged once per set of processors."""
-
-    processor: Any  # the tracer's multi-span processor
-    processors: tuple[Any, ...]  # its processors when judged: a change means judge again
-    scope: Any  # the tracer's instrumentation scope
-    limits: Any  # the tracer's span limits
-
-
-def _pipeline(tracer: Any) -> _Pipeline | None:
-    """The SDK parts of ``tracer`` when a direct span is what its ``start_span`` would make of a
-    sampled local child; None otherwise."""
-    if not isinstance(tracer, Tracer):
-        return None
-    processor = tracer.span_processor
-    processors = getattr(processor, "_span_processors", None)
-    limits = getattr(tracer, "_span_limits", None)
-    scope = getattr(tracer, "_instrumentation_scope", None)
-    if processors is None or limits is None or scope is None:
-        return None
-    # Always on, or parent-based with an always-on delegate for sampled local parents.
-    description = tracer.sampler.get_description()
-    parent_based = isinstance(tracer.sampler, ParentBased)
-    if not (description == "AlwaysOnSampler" or (parent_based and _LOCAL_SAMPLED_ON in description)):
-        return None
-    if limits.max_attribute_length is not None or not _within(32, limits.max_span_attributes):
-        return None
-    if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
-        return None
-    if not getattr(tracer, "_is_enabled", lambda: True)():
-        return None
-    quiet = {SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor}
-    for each in processors:
-        for hook in ("on_start", "_on_ending"):
-            owner = next((k for k in type(each).__mro__ if hook in vars(k)), SpanProcessor)
-            if owner not in quiet:
-                return None
-    return _Pipeline(processor, processors, scope, limits)
-
-
 class SpanStarter:
     """``start_span`` for the wrappers and the phase tracker: direct spans where they are
     equivalent, the tracer's own spans otherwise (``direct=False``: always the tracer's)."""
 
     def __init__(self, tracer: trace.Tracer, direct: bool = True) -> None:
         self.tracer = tracer
-        self._pipeline = _pipeline(tracer) if direct else None
+        self._pipeline = pipeline_of(tracer) if direct else None
 
     @property
     def direct(self) -> bool:
@@ -117,12 +70,30 @@ class SpanStarter:
         pipeline = self._pipeline
         if pipeline is not None and not links:  # a span with links (rare) is the SDK's
             if pipeline.processor._span_processors is not pipeline.processors:  # one was added
-                pipeline = self._pipeline = _pipeline(self.tracer)
+                pipeline = self._pipeline = pipeline_of(self.tracer)
             parent = trace.get_current_span(context).get_span_context()
             if pipeline is not None and parent.trace_flags.sampled and not parent.is_remote:
                 return DirectSpan(self.tracer, pipeline, name, parent, attributes, start_time)
         return self.tracer.start_span(
             name, context=context, attributes=attributes, start_time=start_time, links=links
+        )
+
+    def start_deferred_root(
+        self, name: str, attributes: Mapping[str, Any], start_time: int, keep_after_ns: int
+    ) -> DeferredRoot | None:
+        """A root whose trace is decided at its end (:class:`DeferredRoot`); None where the tracer's
+        sampler decides roots (anything but always on for them) or direct spans are off."""
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline.processor._span_processors is not pipeline.processors:
+            pipeline = self._pipeline = pipeline_of(self.tracer)
+        if pipeline is None or not ROOT_SAMPLED_ON.search(self.tracer.sampler.get_description()):
+            return None
+        ids = self.tracer.id_generator
+        context = SpanContext(
+            ids.generate_trace_id(), ids.generate_span_id(), False, TraceFlags(TraceFlags.SAMPLED)
+        )
+        return DeferredRoot(
+            self.tracer, pipeline, name, None, attributes, start_time, context, keep_after_ns=keep_after_ns
         )
 
 
@@ -137,17 +108,18 @@ class DirectSpan(trace.Span):
     def __init__(
         self,
         tracer: Any,
-        pipeline: _Pipeline,
+        pipeline: Pipeline,
         name: str,
-        parent: SpanContext,
+        parent: SpanContext | None,
         attributes: Mapping[str, Any] | None,
         start_time: int | None,
+        context: SpanContext | None = None,
     ) -> None:
         self._tracer = tracer
         self._pipeline = pipeline
         self._name = name
         self._parent = parent
-        self._context = SpanContext(
+        self._context = context or SpanContext(
             parent.trace_id,
             tracer.id_generator.generate_span_id(),
             False,
@@ -196,7 +168,7 @@ class DirectSpan(trace.Span):
         if (
             type(plain) is dict
             and _plain(attributes)
-            and _within(len(plain) + len(attributes), self._pipeline.limits.max_span_attributes)
+            and within(len(plain) + len(attributes), self._pipeline.limits.max_span_attributes)
         ):
             plain.update(attributes)
             return True
@@ -285,3 +257,26 @@ class DirectSpan(trace.Span):
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self._context})'
+
+
+class DeferredRoot(DirectSpan):
+    """A run's root made without the SDK, whose trace is kept only if the run turns out worth it:
+    its ids exist from the start, so the spans made for a slow or failed call are its children, and
+    it reaches the processors at its end only if :meth:`keep` was called, its status is ERROR or it
+    lasted ``keep_after_ns``. A root is what the SDK would make with an always-on root sampler."""
+
+    def __init__(self, *args: Any, keep_after_ns: int = 0) -> None:
+        super().__init__(*args)
+        self.kept = False
+        self._keep_after_ns = keep_after_ns
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def end(self, end_time: int | None = None) -> None:
+        end_time = end_time if end_time is not None else time_ns()
+        failed = self._status.status_code is StatusCode.ERROR
+        if self.kept or failed or end_time - self._start_time >= self._keep_after_ns:
+            super().end(end_time)
+        elif not self._ended("end"):
+            self._end_time = end_time

@@ -22,6 +22,7 @@ from .engines import RUN_PHASES, EngineState, Phase
 from .gaps import Gaps
 from .health import Health
 from .outcomes import Outcomes
+from .predict_runs import PredictRuns
 from .results import as_attributes, run_attributes, run_name
 from .resume import leave_mark, resume_epoch, resumed_run
 
@@ -36,7 +37,7 @@ _ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)  # ERROR when anything in the run failed
 
 
-class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
+class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns):
     """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
     and runs. Handlers are keyed by the event whose firing they react to."""
 
@@ -284,15 +285,6 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health):
         epoch = state.epoch
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}
         self._open(state, sc.PHASE_VAL, now, trainer.innermost(), **attributes)
-
-    def _predict_start(self, state: EngineState, now: int) -> None:
-        self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
-        self._open(state, sc.PHASE_PREDICT, now, self._root_parent(), **self._ranks, **run_name(state.ref()))
-
-    def _predict_batch_start(self, state: EngineState, now: int) -> None:
-        if state.top(sc.PHASE_PREDICT_BATCH):
-            self._abort_top(state, now, "predict batch did not end before the next one started")
-        self._open(state, sc.PHASE_PREDICT_BATCH, now, state.innermost())
 
     def _export_start(self, state: EngineState, now: int) -> None:
         reason = "a new export started before on_export_end (the previous one failed)"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import weakref
 
     from ..telemetry.histograms import BufferedHistogram
+    from ..telemetry.spans import DeferredRoot
     from .engines import EngineState
 
 
@@ -123,6 +124,7 @@ class Run:
         self.span_calls = 0
         self.worst_overhead_ns = 0  # the costliest single call with a span, telemetry only
         self.members: list[weakref.ref[EngineState]] = []  # validators that joined this run
+        self.deferred: DeferredRoot | None = None  # a root whose trace a slow or failed call keeps
 
     def plan_epoch(self, epoch: int | None) -> None:
         """Before epoch ``epoch`` (from 1) of a training with planned epochs: its share of the spans

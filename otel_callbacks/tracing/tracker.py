@@ -22,6 +22,7 @@ from ..telemetry.propagation import environment_context
 from .clock import perf_ns
 from .engines import LANE_END, EngineState
 from .phases import PhaseMachine
+from .predict_runs import PredictSampling
 from .run_lifecycle import RunLifecycle
 from .runs import Run
 from .slow import report_slow
@@ -72,6 +73,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
         self._anonymous = self._new_state(lambda: None)
         self.fast_call_ns: float | None = None  # the unsampled path's own cost, measured once
         self.last_report: Report | None = None
+        self._predict_sampling = PredictSampling(self._settings)
         self._tables = Tables(self._settings, self._settings.summary and self._rank == 0)  # DDP: rank 0
         self._opening = self._handlers()
         self._start_health()
@@ -161,6 +163,8 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
         if top is not None:
             top.covered += elapsed
         run = state.run
+        if made and run.deferred is not None:
+            run.deferred.keep()  # a slow or failed call: its run's trace is kept
         run.spans += made
         run.span_calls += called
         run.span_overhead_ns += overhead_ns
