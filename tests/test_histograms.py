@@ -138,9 +138,9 @@ def test_two_readers_each_get_every_value():
 def test_integer_bucketing_matches_the_sdk_at_every_boundary():
     from bisect import bisect_left, bisect_right
 
-    from otel_callbacks.telemetry.histograms import _ns_thresholds
+    from otel_callbacks.telemetry.buckets import ns_thresholds
 
-    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
+    thresholds = ns_thresholds(semconv.DURATION_BUCKETS)
     for bound in semconv.DURATION_BUCKETS:
         exact = round(bound * 1e9)
         for ns in range(exact - 3, exact + 4):

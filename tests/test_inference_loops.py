@@ -125,6 +125,35 @@ def spin(ns):
         pass
 
 
+@pytest.mark.parametrize("settings", [QUIET], indirect=True)
+def test_an_engines_runs_share_its_duration_lists_and_each_table_counts_its_own(recorded):
+    predictor, tracker = DetectionPredictor(), current_tracker()
+    batch_starts = ("on_predict_batch_start", "otel_callbacks.hooks.on_predict_batch_start")
+    run_predict(predictor, batches=3)  # its values are still in the lists when it ends
+    first = tracker.last_report.callbacks[batch_starts].calls
+    predictor.run_callbacks("on_predict_start")
+    predictor.run_callbacks("on_predict_batch_start")
+    recorded.points(sc.METRIC_CALLBACK_DURATION)  # a collection in the middle of the second run
+    for event in ("on_predict_postprocess_end", "on_predict_batch_end"):
+        predictor.run_callbacks(event)
+    run_predict_batches(predictor, 2)
+    predictor.run_callbacks("on_predict_end")
+    second = tracker.last_report.callbacks[batch_starts].calls
+    assert (first, second) == (3, 3), "each run's table: its own calls, none of the other's"
+    counted = sum(
+        p.count
+        for a, p in recorded.points(sc.METRIC_CALLBACK_DURATION)
+        if a[sc.ATTR_EVENT] == "on_predict_batch_start"
+    )
+    assert counted == 6, "the histogram: every call"
+
+
+def run_predict_batches(predictor, batches):
+    for _ in range(batches):
+        for event in ("on_predict_batch_start", "on_predict_postprocess_end", "on_predict_batch_end"):
+            predictor.run_callbacks(event)
+
+
 # Rotation -----------------------------------------------------------------------------------
 
 

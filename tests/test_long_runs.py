@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 from otel_callbacks import Limits, Settings, metric_views, semconv, telemetry, tracing
 from otel_callbacks.telemetry import otlp_file
-from otel_callbacks.telemetry.histograms import BufferedHistogram, _Batch, _ns_thresholds
+from otel_callbacks.telemetry.buckets import Batch, ns_thresholds
+from otel_callbacks.telemetry.histograms import BufferedHistogram
 from otel_callbacks.tracing.runs import CallbackStats
 from tests.conftest import Recorded
 from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
@@ -58,8 +59,8 @@ def test_reservoir_is_exact_below_its_size_and_the_same_for_the_same_values():
 
 
 def test_a_batch_replays_the_same_buckets_sum_min_and_max():
-    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
-    batch = _Batch(len(thresholds) + 1)
+    thresholds = ns_thresholds(semconv.DURATION_BUCKETS)
+    batch = Batch(len(thresholds) + 1)
     batch.add(VALUES, thresholds)
     replayed = list(batch.replay_ns(thresholds))
     assert len(replayed) == len(VALUES) and sum(replayed) == sum(VALUES)
@@ -81,8 +82,8 @@ def test_values_buffered_for_a_provider_of_unknown_kind_are_not_kept_one_by_one(
 
 
 def test_values_in_one_bucket_and_across_buckets_add_up_as_the_sdk_would():
-    thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
-    batch = _Batch(len(thresholds) + 1)
+    thresholds = ns_thresholds(semconv.DURATION_BUCKETS)
+    batch = Batch(len(thresholds) + 1)
     one_bucket = [3_000, 7_000, 5_000]  # below the first bound: counted without a sort
     batch.add(one_bucket, thresholds)
     batch.add(VALUES, thresholds)

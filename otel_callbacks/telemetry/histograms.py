@@ -11,19 +11,15 @@ replayed with ``record``: still exact, just slower.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
-from itertools import compress, repeat
-from operator import ge, lt
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.context import Context
 
 from .. import semconv
+from .buckets import Batch, ns_thresholds
 from .views import aggregations
 
 _Key = frozenset  # frozenset(attributes.items())
@@ -31,103 +27,6 @@ _Key = frozenset  # frozenset(attributes.items())
 # module, which Ultralytics seeds for reproducible training (see randomness.py). Not empty: the SDK
 # takes an empty (falsy) context for none given and uses the current one, span and all.
 NO_CONTEXT = Context({"otel_callbacks.no_span": True})
-
-
-def _ns_thresholds(bounds: Sequence[float]) -> tuple[int, ...]:
-    """For each bound b, the least integer ns with ns / 1e9 > b: then bucketing an integer with
-    ``bisect_right(thresholds, ns)`` gives exactly the SDK's ``bisect_left(bounds, ns / 1e9)``."""
-    thresholds = []
-    for bound in bounds:
-        ns = math.floor(bound * 1e9)
-        while ns / 1e9 > bound:
-            ns -= 1
-        while ns / 1e9 <= bound:
-            ns += 1
-        thresholds.append(ns)
-    return tuple(thresholds)
-
-
-class _Batch:
-    """Bucket counts and per-bucket sums of observations in integer ns, bucketed exactly as the SDK
-    does: fixed size however many values it holds, and enough to replay them through ``record``
-    with the same counts, sum, min and max (see :meth:`replay_ns`)."""
-
-    __slots__ = ("counts", "first_ns", "max_ns", "min_ns", "sums")
-
-    def __init__(self, size: int) -> None:
-        self.counts = [0] * size
-        self.sums = [0] * size
-        self.min_ns: int | None = None
-        self.max_ns = 0
-        self.first_ns = time.time_ns()  # a bound on when its first value was measured (wall clock)
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def sum(self) -> float:
-        return sum(self.sums) / 1e9
-
-    @property
-    def min(self) -> float:
-        return math.inf if self.min_ns is None else self.min_ns / 1e9
-
-    @property
-    def max(self) -> float:
-        return -math.inf if self.min_ns is None else self.max_ns / 1e9
-
-    def add(self, values_ns: Sequence[int], thresholds: tuple[int, ...]) -> None:
-        least, most = min(values_ns), max(values_ns)
-        self.min_ns = least if self.min_ns is None else min(self.min_ns, least)
-        self.max_ns = max(self.max_ns, most)
-        index = bisect_right(thresholds, values_ns[len(values_ns) // 2])  # likely the busiest bucket
-        below = thresholds[index - 1] if index else least
-        above = thresholds[index] if index < len(thresholds) else math.inf
-        # Only the values outside that bucket are sorted: two passes in C instead of a sort of all.
-        outside: list[int] = []
-        if least < below:
-            outside += compress(values_ns, map(lt, values_ns, repeat(below)))
-        if most >= above:
-            outside += compress(values_ns, map(ge, values_ns, repeat(above)))
-        self.counts[index] += len(values_ns) - len(outside)
-        self.sums[index] += sum(values_ns) - sum(outside)
-        if not outside:
-            return
-        outside.sort()
-        low = 0
-        for index, threshold in enumerate((*thresholds, math.inf)):
-            high = bisect_left(outside, threshold, low)
-            if high > low:
-                self.counts[index] += high - low
-                self.sums[index] += sum(outside[low:high])
-                low = high
-
-    def take_min(self, thresholds: tuple[int, ...]) -> float:
-        """Take out one observation equal to the minimum and return it in seconds."""
-        index = bisect_right(thresholds, self.min_ns)
-        self.counts[index] -= 1
-        self.sums[index] -= self.min_ns
-        return self.min_ns / 1e9
-
-    def replay_ns(self, thresholds: tuple[int, ...]) -> Iterator[int]:
-        """Integers whose buckets, sum, min and max are exactly this batch's.
-
-        The extremes themselves, then each bucket's remaining sum spread over its remaining count as
-        evenly as integers allow: every such value lies between two values of that bucket.
-        """
-        counts, sums = list(self.counts), list(self.sums)
-        extremes = (self.min_ns, self.max_ns) if self.count > 1 else (self.min_ns,) if self.count else ()
-        for ns in extremes:
-            index = bisect_right(thresholds, ns)
-            counts[index] -= 1
-            sums[index] -= ns
-            yield ns
-        for count, total in zip(counts, sums, strict=True):
-            if count:
-                quotient, remainder = divmod(total, count)
-                yield from repeat(quotient + 1, remainder)
-                yield from repeat(quotient, count - remainder)
 
 
 _MERGED_FIELDS = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_get_empty_bucket_counts")
@@ -138,7 +37,7 @@ def _can_merge(aggregation: Any) -> bool:
     return all(hasattr(aggregation, name) for name in _MERGED_FIELDS)
 
 
-def _merge(aggregation: Any, batch: _Batch) -> None:
+def _merge(aggregation: Any, batch: Batch) -> None:
     """Fold a batch into one SDK ``_ExplicitBucketHistogramAggregation`` under its lock."""
     with aggregation._lock:
         if aggregation._value is None:
@@ -156,10 +55,11 @@ class _Source:
     """One list the hot path appends to, what sees its values when drained, and since when (wall
     clock) its next value can have been measured."""
 
-    __slots__ = ("key", "since", "sink", "values")
+    __slots__ = ("key", "since", "sink", "skip", "values")
 
     def __init__(self, key: _Key, values: list[int], sink: Any) -> None:
         self.key, self.values, self.sink = key, values, sink
+        self.skip = 0  # leading values that an earlier sink has seen already (hand_over)
         self.since = time.time_ns()
 
 
@@ -175,9 +75,9 @@ class BufferedHistogram:
         self, histogram: metrics.Histogram, mergeable: bool | None = None, limit: int = 65_536
     ) -> None:
         self._histogram = histogram
-        self._thresholds = _ns_thresholds(semconv.DURATION_BUCKETS)
+        self._thresholds = ns_thresholds(semconv.DURATION_BUCKETS)
         self._sources: dict[int, _Source] = {}  # by id(list)
-        self._pending: dict[_Key, _Batch] = {}
+        self._pending: dict[_Key, Batch] = {}
         # Reentrant: a sink or an allocation inside a drain can run the garbage collector, whose
         # weakref callbacks end a collected engine's run and release its lists on this thread.
         self._lock = threading.RLock()
@@ -208,11 +108,12 @@ class BufferedHistogram:
         del values_list[:n]  # appends made meanwhile went to the end and stay for next time
         batch = self._pending.get(source.key)
         if batch is None:
-            batch = self._pending[source.key] = _Batch(len(self._thresholds) + 1)
+            batch = self._pending[source.key] = Batch(len(self._thresholds) + 1)
         batch.first_ns = min(batch.first_ns, since)
         batch.add(values, self._thresholds)
-        if source.sink is not None:
-            source.sink.add(values)
+        skip, source.skip = source.skip, 0
+        if source.sink is not None and n > skip:
+            source.sink.add(values[skip:] if skip else values)
 
     def fold(self, values_list: list[int]) -> None:
         """Bound memory when no reader collects for a long time (called from the hot path)."""
@@ -220,6 +121,19 @@ class BufferedHistogram:
             source = self._sources.get(id(values_list))
             if source is not None:
                 self._drain(source)
+
+    def hand_over(self, values_list: list[int], sink: Any) -> None:
+        """Give the list's values so far to its sink now (a run that ends: its table) and those
+        appended from now on to ``sink`` (the engine's next run, or None), so one list serves one
+        engine's runs one after another; the histogram gets every value at the next drain, as ever."""
+        with self._lock:
+            source = self._sources.get(id(values_list))
+            if source is None:
+                return
+            n = len(values_list)
+            if source.sink is not None and n > source.skip:
+                source.sink.add(values_list[source.skip : n])
+            source.skip, source.sink = n, sink
 
     def release(self, values_list: list[int]) -> None:
         """Drain a list one last time (its sink sees everything) and stop tracking it."""
@@ -237,7 +151,7 @@ class BufferedHistogram:
         for key, batch in pending.items():
             self._deliver(key, batch)
 
-    def _deliver(self, key: _Key, batch: _Batch) -> None:
+    def _deliver(self, key: _Key, batch: Batch) -> None:
         if self.mergeable is False:
             self._replay(key, batch)
             return
@@ -256,7 +170,7 @@ class BufferedHistogram:
             if batch.count:
                 _merge(aggregation, batch)
 
-    def _replay(self, key: _Key, batch: _Batch) -> None:
+    def _replay(self, key: _Key, batch: Batch) -> None:
         """A provider without our view only has ``record``: one SDK call per observation."""
         record, attributes = self._histogram.record, dict(key)
         for ns in batch.replay_ns(self._thresholds):

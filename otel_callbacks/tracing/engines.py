@@ -103,6 +103,7 @@ class EngineState:
         "batch_times",
         "closer",
         "context",
+        "durations",
         "epoch_batch",
         "event",
         "first",
@@ -145,6 +146,8 @@ class EngineState:
         self.last_end = 0  # perf_counter_ns when the engine's last firing returned
         self.val_end = 0  # a trainer's: when its validator's last on_val_end returned
         self.epoch_batch: Any = None  # a trainer's batch size when its current epoch started
+        # Its callbacks' duration lists, each handed from one of its runs to the next (Run.buffer).
+        self.durations: dict[tuple[Any, str | None], list[int]] = {}
 
     @property
     def epoch(self) -> int | None:

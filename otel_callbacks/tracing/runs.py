@@ -140,8 +140,11 @@ class Run:
         """The epoch's share ends with it: what follows (the final evaluation) may use what is left."""
         self.span_limit = self.max_spans
 
-    def buffer(self, binding: Any, error_type: str | None = None) -> list[int]:
-        """The list one callback's durations in this run go to (per ``error.type``)."""
+    def buffer(
+        self, binding: Any, error_type: str | None, pool: dict[tuple[Any, str | None], list[int]]
+    ) -> list[int]:
+        """The list one callback's durations in this run go to (per ``error.type``): its engine's
+        list for that callback from ``pool``, handed over to this run, or a new one put there."""
         key = (tuple(binding.attributes.values()), error_type)
         values = self.buffers.get(key)
         if values is None:
@@ -150,11 +153,16 @@ class Run:
             if stats is None:
                 stats = CallbackStats(self.limits.reservoir_size)
                 self.callbacks[binding.attributes[sc.ATTR_EVENT], callback] = stats
-            attributes = binding.attributes
-            if error_type is not None:
-                attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
             sink = _FailedSink(stats) if error_type else stats
-            values = self.buffers[key] = self.durations.buffer(attributes, sink)
+            values = pool.get(key)
+            if values is not None:
+                self.durations.hand_over(values, sink)
+            else:
+                attributes = binding.attributes
+                if error_type is not None:
+                    attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
+                values = pool[key] = self.durations.buffer(attributes, sink)
+            self.buffers[key] = values
         return values
 
     def fail(self, reason: str) -> None:
@@ -172,7 +180,7 @@ class Run:
         """The run's table; its overhead unknown (None) where calls made no span and the cost of
         such a call was never measured (its telemetry replaced while the run was open)."""
         for values in self.buffers.values():
-            self.durations.release(values)
+            self.durations.hand_over(values, None)  # the lists stay with their engines (buffer)
         self.buffers.clear()
         calls = sum(stats.calls for stats in self.callbacks.values())
         unsampled = max(0, calls - self.span_calls)

@@ -152,7 +152,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
 
     def durations(self, state: EngineState, binding: Any, error_type: str | None = None) -> list[int]:
         """The list this callback's durations in the engine's current run go to."""
-        return state.run.buffer(binding, error_type)
+        return state.run.buffer(binding, error_type, state.durations)
 
     def spanned(
         self, state: EngineState, overhead_ns: int, made: bool, called: bool = True, elapsed: int = 0
@@ -200,6 +200,8 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
                     del self._trainers[dict_id]
         if state is not None:
             self._abort(state, "the engine was garbage collected before its end event")
+            for values in state.durations.values():
+                self._durations.release(values)
 
     def close_all(self, reason: str) -> None:
         """End every open phase of every engine with status ERROR (process exit)."""
