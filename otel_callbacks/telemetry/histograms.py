@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry import metrics
@@ -122,18 +123,19 @@ class BufferedHistogram:
             if source is not None:
                 self._drain(source)
 
-    def hand_over(self, values_list: list[int], sink: Any) -> None:
-        """Give the list's values so far to its sink now (a run that ends: its table) and those
+    def hand_over(self, values_lists: Iterable[list[int]], sink: Any) -> None:
+        """Give each list's values so far to its sink now (a run that ends: its table) and those
         appended from now on to ``sink`` (the engine's next run, or None), so one list serves one
         engine's runs one after another; the histogram gets every value at the next drain, as ever."""
         with self._lock:
-            source = self._sources.get(id(values_list))
-            if source is None:
-                return
-            n = len(values_list)
-            if source.sink is not None and n > source.skip:
-                source.sink.add(values_list[source.skip : n])
-            source.skip, source.sink = n, sink
+            for values_list in values_lists:
+                source = self._sources.get(id(values_list))
+                if source is None:
+                    continue
+                n = len(values_list)
+                if source.sink is not None and n > source.skip:
+                    source.sink.add(values_list[source.skip : n])
+                source.skip, source.sink = n, sink
 
     def release(self, values_list: list[int]) -> None:
         """Drain a list one last time (its sink sees everything) and stop tracking it."""

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased
 
 _LOCAL_SAMPLED_ON = "localParentSampled:AlwaysOnSampler"  # in ParentBased's description
 # A root sampled by the SDK's default (parent-based, always on for roots) or by always on.
-ROOT_SAMPLED_ON = re.compile(r"^(AlwaysOnSampler|ParentBased\{root:AlwaysOnSampler,)")
+_ROOTS_ALWAYS_ON = re.compile(r"^(AlwaysOnSampler|ParentBased\{root:AlwaysOnSampler,)")
 
 
 def within(count: int, limit: int | None) -> bool:
@@ -28,6 +28,7 @@ class Pipeline(NamedTuple):
     processors: tuple[Any, ...]  # its processors when judged: a change means judge again
     scope: Any  # the tracer's instrumentation scope
     limits: Any  # the tracer's span limits
+    roots_always_on: bool  # whether its sampler records every root (a deferred root is equivalent)
 
 
 def pipeline_of(tracer: Any) -> Pipeline | None:
@@ -58,4 +59,4 @@ def pipeline_of(tracer: Any) -> Pipeline | None:
             owner = next((k for k in type(each).__mro__ if hook in vars(k)), SpanProcessor)
             if owner not in quiet:
                 return None
-    return Pipeline(processor, processors, scope, limits)
+    return Pipeline(processor, processors, scope, limits, bool(_ROOTS_ALWAYS_ON.search(description)))

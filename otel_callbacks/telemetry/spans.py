@@ -28,7 +28,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
 
-from .span_pipeline import ROOT_SAMPLED_ON, Pipeline, pipeline_of, within
+from .span_pipeline import Pipeline, pipeline_of, within
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SpanStarter:
         pipeline = self._pipeline
         if pipeline is not None and pipeline.processor._span_processors is not pipeline.processors:
             pipeline = self._pipeline = pipeline_of(self.tracer)
-        if pipeline is None or not ROOT_SAMPLED_ON.search(self.tracer.sampler.get_description()):
+        if pipeline is None or not pipeline.roots_always_on:
             return None
         ids = self.tracer.id_generator
         context = SpanContext(

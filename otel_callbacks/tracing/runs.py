@@ -145,18 +145,17 @@ class Run:
     ) -> list[int]:
         """The list one callback's durations in this run go to (per ``error.type``): its engine's
         list for that callback from ``pool``, handed over to this run, or a new one put there."""
-        key = (tuple(binding.attributes.values()), error_type)
+        key = (binding.key, error_type)
         values = self.buffers.get(key)
         if values is None:
-            callback = binding.attributes[sc.ATTR_CALLBACK]
-            stats = self.callbacks.get((binding.attributes[sc.ATTR_EVENT], callback))
+            event, callback = binding.key[:2]  # the attributes' first two: event, callback
+            stats = self.callbacks.get((event, callback))
             if stats is None:
-                stats = CallbackStats(self.limits.reservoir_size)
-                self.callbacks[binding.attributes[sc.ATTR_EVENT], callback] = stats
+                stats = self.callbacks[event, callback] = CallbackStats(self.limits.reservoir_size)
             sink = _FailedSink(stats) if error_type else stats
             values = pool.get(key)
             if values is not None:
-                self.durations.hand_over(values, sink)
+                self.durations.hand_over((values,), sink)
             else:
                 attributes = binding.attributes
                 if error_type is not None:
@@ -179,8 +178,7 @@ class Run:
     def finish(self, end: int, fast_call_ns: float | None) -> Report:
         """The run's table; its overhead unknown (None) where calls made no span and the cost of
         such a call was never measured (its telemetry replaced while the run was open)."""
-        for values in self.buffers.values():
-            self.durations.hand_over(values, None)  # the lists stay with their engines (buffer)
+        self.durations.hand_over(self.buffers.values(), None)  # the lists stay with their engines
         self.buffers.clear()
         calls = sum(stats.calls for stats in self.callbacks.values())
         unsampled = max(0, calls - self.span_calls)

@@ -70,6 +70,7 @@ class _Binding:
     __slots__ = (
         "attributes",
         "buffer_limit",
+        "key",
         "last",
         "span_name",
         "spans",
@@ -92,6 +93,7 @@ class _Binding:
             semconv.ATTR_INTEGRATION: owner.integration,
             semconv.ATTR_MODE: owner.mode or mode_of(owner.event, engine),
         }
+        self.key = tuple(self.attributes.values())  # its duration lists' key in a run (Run.buffer)
         self.buffer_limit = tel.callback_duration.limit
         # The no-op default hooks are counted, but spanned only on request (or when slow or failed).
         self.spans = tel.settings.default_hook_spans or owner.integration != semconv.INTEGRATION_DEFAULT
