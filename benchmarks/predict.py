@@ -1,16 +1,17 @@
 """What otel_callbacks costs an inference loop: ``model.predict()`` on one image, and ``model.val()`` on a
-tiny set, plain and instrumented in the same process, in alternating blocks.
+tiny set, plain and instrumented in the same process, taking turns call by call.
 
 Run: ``python benchmarks/predict.py`` (``--rounds N --block B --val-rounds V``, ``--exporters
 file,otlp``). Each exporter setting runs in a fresh process: ``file`` is the default (the embedded
 file), ``otlp`` sends traces and metrics over OTLP/gRPC to a local collector (rotel, dropping what it
 receives). In each process three YOLO11n models share one set of weights: two plain ones, whose
-predictors were made before ``install()``, and an instrumented one. A round times one block of calls on
-each, in a rotating order; the table prints the median over the rounds of the per-call difference
-against the first plain model, for the second plain model (the noise floor: it should read about 0)
-and for the instrumented one, with the quartiles of those differences, and beside them the overhead
-the instrumented runs report themselves (``otel_callbacks.overhead_s``: everything otel_callbacks does
-on the caller's thread for the run). Goal: at most 50 us per predict call.
+predictors were made before ``install()``, and an instrumented one. Each round, every model makes
+``block`` calls, one after another's, in a rotating order; each call is timed alone. The table prints,
+against the first plain model, the difference of the median per-call times for the second plain model
+(the noise floor: about 0) and for the instrumented one, with the quartiles over the rounds of each
+round's median difference; and beside them the overhead the instrumented runs report themselves
+(``otel_callbacks.overhead_s``: what otel_callbacks does on the caller's thread for the run). Goal: at
+most 50 us per predict call.
 """
 
 from __future__ import annotations
@@ -58,28 +59,39 @@ def local_collector():
         proc.wait(10)
 
 
-def _per_call_us(call, calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        call()
-    return (time.perf_counter_ns() - start) / calls / 1e3
-
-
 def _compare(calls: dict, rounds: int, block: int, tracker) -> dict:
-    """Per-call time of each block, rotating the order each round; differences against ``plain``."""
+    """Each call timed alone, the models taking turns call by call (a rotating order each round), so
+    drift and the neighbours' load fall on all alike; the medians of the per-call times are compared
+    with the first plain model's, and their spread shown by the quartiles of round medians."""
     names = list(calls)
-    differences: dict[str, list[float]] = {"plain again": [], "instrumented": []}
-    plain_us, reported_us = [], []
+    times: dict[str, list[int]] = {name: [] for name in names}
+    reported_us = []
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
-        times = {name: _per_call_us(calls[name], block) for name in order}
-        plain_us.append(times["plain"])
-        differences["plain again"].append(times["plain again"] - times["plain"])
-        differences["instrumented"].append(times["instrumented"] - times["plain"])
-        reported_us.append(tracker().last_report.overhead_ns / 1e3)  # the block's last run
+        for _ in range(block):
+            for name in order:
+                start = time.perf_counter_ns()
+                calls[name]()
+                times[name].append(time.perf_counter_ns() - start)
+        reported_us.append(tracker().last_report.overhead_ns / 1e3)  # the round's last run
+
+    def median_us(name: str, part: slice = slice(None)) -> float:
+        return statistics.median(times[name][part]) / 1e3
+
+    def spread(name: str) -> list[float]:  # quartiles over rounds of the round's median difference
+        per_round = [
+            median_us(name, slice(r * block, (r + 1) * block))
+            - median_us("plain", slice(r * block, (r + 1) * block))
+            for r in range(rounds)
+        ]
+        return statistics.quantiles(per_round, n=4) if rounds > 1 else per_round * 3
+
     return {
-        "plain_us": statistics.median(plain_us),
-        "differences": {k: statistics.quantiles(v, n=4) for k, v in differences.items()},
+        "plain_us": median_us("plain"),
+        "differences": {
+            name: [spread(name)[0], median_us(name) - median_us("plain"), spread(name)[2]]
+            for name in ("plain again", "instrumented")
+        },
         "reported_us": statistics.median(reported_us),
     }
 
@@ -94,12 +106,14 @@ def child(args: argparse.Namespace) -> None:
     data = str(make_dataset(work / "dataset"))
     os.environ["OTEL_CALLBACKS_DIR"] = str(work / "otel")
 
+    import torch
     from ultralytics import YOLO
 
     import otel_callbacks
     from otel_callbacks import tracing
     from otel_callbacks.tracing import InstrumentedCallback
 
+    torch.set_num_threads(1)  # the other core stays free for the export thread: less noise
     image = np.full((64, 64, 3), 114, dtype=np.uint8)  # no random generator: Ultralytics seeds them
     common = {"imgsz": 64, "device": "cpu", "verbose": False}
     val = {"data": data, "imgsz": 32, "batch": 4, "device": "cpu", "workers": 0, "plots": False}
@@ -159,7 +173,7 @@ def main() -> None:
     parser.add_argument(CHILD, dest="workdir")
     parser.add_argument("--rounds", type=int, default=60, help="rounds of predict blocks")
     parser.add_argument("--block", type=int, default=20, help="predict calls per block")
-    parser.add_argument("--val-rounds", type=int, default=6, help="rounds of val blocks (2 calls each)")
+    parser.add_argument("--val-rounds", type=int, default=6, help="rounds of 2 val calls per model")
     parser.add_argument("--exporters", default="file,otlp", help="comma-separated: file, otlp")
     args = parser.parse_args()
     if args.workdir:
@@ -177,7 +191,7 @@ def main() -> None:
                     f"{exporter:<9} {call:<8} {r['plain_us']:>9.0f}  {spread['plain again']:>24}  "
                     f"{spread['instrumented']:>25}  {r['reported_us']:>11.1f}"
                 )
-    print("differences: the median over rounds [first and third quartiles]; reported: the run's own figure")
+    print("differences: of the median per-call times [quartiles over rounds]; reported: the runs' own figure")
 
 
 if __name__ == "__main__":
