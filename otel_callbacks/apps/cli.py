@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
     if written and any("file " in d for d in tel.destinations.get("traces", ())):
         print(f"  report: {write_report(written, workdir / 'report.html')}")
         print(f"  look at it in a backend later: otel-callbacks send {written[0].parent}")
-    print("  timing tables: printed above at the end of each run (train, val, predict, export)")
+    print("  timing tables: the training's above, at its end; the shorter runs in one summary after it")
     print("  send the same run to Jaeger (OTLP on 4318, UI on http://localhost:16686):")
     print("    OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \\")
     print("    otel-callbacks demo")

@@ -26,8 +26,11 @@ def test_demo_runs_offline_and_keeps_everything_under_its_dir(tmp_path):
     out = demo(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "trained 1 epoch," in out.stdout
-    for mode in ("train", "val", "predict", "export"):
-        assert f"otel_callbacks: {mode} run took" in out.stdout, mode
+    assert "otel_callbacks: train run took" in out.stdout, "the training's table"
+    assert "otel_callbacks: 3 short runs since" in out.stdout, "the others' summary, before the demo's end"
+    for mode in ("val", "predict", "export"):
+        assert re.search(rf"^  {mode} +1 ", out.stdout, re.M), mode
+    assert out.stdout.index("short runs since") < out.stdout.index("otel_callbacks demo: trained")
     (path,) = re.findall(r"traces: file (\S+) \(written\)", out.stdout)
     (metrics,) = re.findall(r"metrics: file (\S+) \(written\)", out.stdout)
     assert path.endswith(".traces.jsonl") and metrics == path.replace(".traces.", ".metrics."), "a file each"
