@@ -77,7 +77,7 @@ class RunLifecycle:
             other = member()
             if other is not None and other is not state:
                 self._abort(other, "the training ended during this validation")
-        if run.implicit:  # no table: release its buffers, skip measuring the overhead
+        if run.implicit:  # no table: hand its lists back, skip measuring the overhead
             run.finish(end, 0.0)
             return None
         # Only while active (a shutdown ends runs first): else the probe's call would configure anew.

@@ -181,11 +181,11 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
 def test_bad_input_follows_the_send_rules(runs_file, tmp_path):
     cut = tmp_path / "cut.jsonl"
     lines = runs_file.read_bytes().splitlines(keepends=True)
-    cut.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])
+    cut.write_bytes(b"".join(lines) + lines[-1][:20])  # killed writing one more line
     out = subprocess.run(
         [COMMAND, "report", str(cut), "-o", str(tmp_path / "r.html")], capture_output=True, text=True
     )
-    assert out.returncode == 1 and f"{cut}:{len(lines)}: not JSON" in out.stderr
+    assert out.returncode == 1 and f"{cut}:{len(lines) + 1}: not JSON" in out.stderr
     assert (tmp_path / "r.html").is_file(), "every good line used"
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("nothing here\n")
