@@ -39,7 +39,7 @@ def loop(calls, slow=(), failing=()):
 
     def postprocess(predictor):
         if call[0] in slow:
-            time.sleep(0.08)
+            time.sleep(0.3)
         if call[0] in failing:
             raise RuntimeError("a callback failed")
 
@@ -95,7 +95,7 @@ def one_tree(spans):
 
 def test_a_predict_loop_is_quiet_counted_and_keeps_every_slow_or_failed_trace(tmp_path):
     slow, failing = (100, 200), (150,)
-    env = {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.05", "OTEL_CALLBACKS_PREDICT_TRACES_INTERVAL": "3600"}
+    env = {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.2", "OTEL_CALLBACKS_PREDICT_TRACES_INTERVAL": "3600"}
     out = predict_loop(tmp_path, env, calls=300, slow=slow, failing=failing)
 
     during, _, after = out.stdout.partition("LOOP-DONE\n")
@@ -136,7 +136,7 @@ def test_threads_predicting_keep_one_tree_per_call_in_a_file_rotated_under_its_c
     env = {"OTEL_CALLBACKS_PREDICT_TRACES_INTERVAL": "0", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     env |= {"OTEL_CALLBACKS_FILE_MAX_BYTES": str(cap), "OTEL_CALLBACKS_FILE_BACKUPS": "1"}
     threads, thread_calls = 3, 20
-    out = predict_loop(tmp_path, env, calls=200, threads=threads, thread_calls=thread_calls)
+    out = predict_loop(tmp_path, env, calls=300, threads=threads, thread_calls=thread_calls)
 
     (path,) = (tmp_path / "otel").glob("*.traces.jsonl")
     rotated = otlp_file.rotated_files(path)
