@@ -324,3 +324,15 @@ def test_a_root_sampler_of_the_applications_keeps_its_meaning(settings, monkeypa
     assert telemetry.current().spans.direct, "children would be direct spans; roots stay the sampler's"
     runs = predict_loop(10)
     assert len([s for s in exporter.get_finished_spans() if s.parent is None]) == runs
+
+
+@pytest.mark.parametrize("settings", [SAMPLED], indirect=True)
+def test_a_prediction_inside_an_applications_span_is_always_traced_as_its_child(recorded):
+    tracer = recorded.tracer_provider.get_tracer("app")
+    predictor = DetectionPredictor()
+    for _ in range(10):  # past the first three
+        with tracer.start_as_current_span("request") as request:
+            run_predict(predictor)
+        predicts = [s for s in recorded.spans() if s.name == sc.PHASE_PREDICT]
+        assert predicts[-1].parent.span_id == request.get_span_context().span_id
+    assert len([s for s in recorded.spans() if s.name == sc.PHASE_PREDICT]) == 10

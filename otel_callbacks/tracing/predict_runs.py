@@ -43,6 +43,7 @@ class PredictSampling:
 class PredictRuns:
     """Mixed into the phase machine: the predict handlers."""
 
+    _environment_context: Any
     _predict_sampling: PredictSampling
     _ranks: dict[str, int]
     _settings: Any
@@ -51,8 +52,10 @@ class PredictRuns:
     def _predict_start(self, state: EngineState, now: int) -> None:
         self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
         attributes = {**self._ranks, **run_name(state.ref())}
-        parent = self._root_parent()
-        its_own_root = parent is None and not trace.get_current_span().get_span_context().is_valid
+        # A root of its own: no current span (its parent then) and no launcher's TRACEPARENT.
+        in_a_span = trace.get_current_span().get_span_context().is_valid
+        parent = None if in_a_span else self._environment_context  # None: the current span's child
+        its_own_root = not in_a_span and parent is None
         if its_own_root and not self._predict_sampling.traced(now) and self._defer(state, now, attributes):
             return
         self._open(state, sc.PHASE_PREDICT, now, parent, **attributes)
