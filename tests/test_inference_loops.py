@@ -336,3 +336,17 @@ def test_a_prediction_inside_an_applications_span_is_always_traced_as_its_child(
         predicts = [s for s in recorded.spans() if s.name == sc.PHASE_PREDICT]
         assert predicts[-1].parent.span_id == request.get_span_context().span_id
     assert len([s for s in recorded.spans() if s.name == sc.PHASE_PREDICT]) == 10
+
+
+@pytest.mark.parametrize(
+    "settings", [replace(SAMPLED, slow_threshold=10.0, table_min_duration=0.1)], indirect=True
+)
+def test_a_long_predict_run_keeps_its_trace_and_prints_its_table(recorded, capsys):
+    runs = predict_loop(6, slow={4})  # run 4: 3 x 60 ms, none of it slow, the run past 0.1 s
+    roots = sorted((s for s in recorded.spans() if s.parent is None), key=lambda s: s.start_time)
+    if telemetry.current().spans.direct:
+        assert len(roots) == 3 + 1, "the first three, and the long one"
+        assert roots[-1].end_time - roots[-1].start_time >= 180_000_000
+    else:
+        assert len(roots) == runs
+    assert capsys.readouterr().out.count("otel_callbacks: predict run took") == 1, "its own table"
