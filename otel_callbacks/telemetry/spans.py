@@ -69,8 +69,7 @@ class SpanStarter:
     ) -> trace.Span:
         pipeline = self._pipeline
         if pipeline is not None and not links:  # a span with links (rare) is the SDK's
-            if pipeline.processor._span_processors is not pipeline.processors:  # one was added
-                pipeline = self._pipeline = pipeline_of(self.tracer)
+            pipeline = self._current(pipeline)
             parent = trace.get_current_span(context).get_span_context()
             if pipeline is not None and parent.trace_flags.sampled and not parent.is_remote:
                 return DirectSpan(self.tracer, pipeline, name, parent, attributes, start_time)
@@ -78,14 +77,20 @@ class SpanStarter:
             name, context=context, attributes=attributes, start_time=start_time, links=links
         )
 
+    def _current(self, pipeline: Pipeline) -> Pipeline | None:
+        """The pipeline, judged again if a processor was added since."""
+        if pipeline.processor._span_processors is not pipeline.processors:
+            pipeline = self._pipeline = pipeline_of(self.tracer)
+        return pipeline
+
     def start_deferred_root(
         self, name: str, attributes: Mapping[str, Any], start_time: int, keep_after_ns: int
     ) -> DeferredRoot | None:
         """A root whose trace is decided at its end (:class:`DeferredRoot`); None where the tracer's
         sampler decides roots (anything but always on for them) or direct spans are off."""
         pipeline = self._pipeline
-        if pipeline is not None and pipeline.processor._span_processors is not pipeline.processors:
-            pipeline = self._pipeline = pipeline_of(self.tracer)
+        if pipeline is not None:
+            pipeline = self._current(pipeline)
         if pipeline is None or not pipeline.roots_always_on:
             return None
         ids = self.tracer.id_generator
