@@ -16,7 +16,8 @@ from otel_callbacks.apps.cli import expand
 from otel_callbacks.apps.send import spans as request_spans
 from otel_callbacks.config import Limits, Settings
 from otel_callbacks.telemetry import otlp_file
-from otel_callbacks.telemetry.file_exporters import FileSpanExporter, OpenPhase
+from otel_callbacks.telemetry.file_exporters import FileSpanExporter
+from otel_callbacks.telemetry.open_phases import OpenPhase
 from otel_callbacks.tracing import current_tracker
 from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
 

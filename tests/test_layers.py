@@ -6,6 +6,8 @@ contract < telemetry < tracing < adapters < apps    (the root package re-exports
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "otel_callbacks"
@@ -111,3 +113,9 @@ def test_the_checker_sees_imports_inside_functions():
 def test_no_module_is_over_about_300_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_importing_the_package_leaves_protobuf_until_a_file_or_exporter_needs_it():
+    code = "import sys, otel_callbacks; print('google.protobuf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", "start-up stays light: the encoders load with the embedded file"

@@ -23,9 +23,9 @@ from ..config import Settings
 from ..version import __version__
 from . import exporter_logs, signals
 from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
-from .file_exporters import OpenPhase
 from .health import HealthInstruments
 from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
+from .open_phases import OpenPhase
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
 from .views import has_metric_views
@@ -132,7 +132,7 @@ class Telemetry:
 
     def announce(self, span: Any) -> None:
         """Hand a long phase to the span pipeline as it opens, so that a process killed before the
-        phase ends leaves a record of it in the embedded file (``file_exporters.OpenPhase``: made on the
+        phase ends leaves a record of it in the embedded file (``open_phases.OpenPhase``: made on the
         export thread, and only for a phase still open then; repaired when the file is read)."""
         if not self.announces:
             return

@@ -1,0 +1,59 @@
+"""Long phases handed to the span pipeline as they open, and the record of one still open: what the
+embedded file keeps of a phase that a killed process never ended (no protobuf here: imported with the
+providers, whatever the exporters)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from .. import semconv
+from .spans import DirectSpan
+
+
+def open_record(span: Any) -> ReadableSpan | None:
+    """A record of a span still open: ended at its start, marked ``semconv.ATTR_OPEN``."""
+    if isinstance(span, DirectSpan):
+        name, context, parent, resource = span._name, span._context, span._parent, span._tracer.resource
+        attributes, start, scope = span._attributes, span._start_time, span._pipeline.scope
+    elif isinstance(span, ReadableSpan) and span.start_time is not None:
+        name, context, parent, resource = span.name, span.context, span.parent, span.resource
+        attributes, start, scope = span.attributes, span.start_time, span.instrumentation_scope
+    else:
+        return None
+    return ReadableSpan(
+        name,
+        context,
+        parent,
+        resource,
+        {**(attributes or {}), semconv.ATTR_OPEN: True},
+        start_time=start,
+        end_time=start,
+        instrumentation_scope=scope,
+    )
+
+
+class OpenPhase:
+    """A long phase handed to the span pipeline as it opened (``Telemetry.announce``). The caller's
+    thread only queues it; the file exporter, on the export thread, writes its record if the phase
+    is still open then, and nothing if it has ended (its span is on its way): a run that ends within
+    the export delay costs no record."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    @property
+    def context(self) -> Any:  # what a span processor reads to drop what is not sampled
+        return self.span.get_span_context()
+
+    def record(self) -> ReadableSpan | None:
+        for _ in range(3):  # its attributes may change under us (another thread, the caller's)
+            if not self.span.is_recording():
+                return None
+            with contextlib.suppress(RuntimeError):
+                return open_record(self.span)
+        return None
