@@ -4,7 +4,8 @@ Run: ``python benchmarks/instructions.py`` (needs ``valgrind``; about two minute
 on a shared machine move by 2x with the neighbours' load; the number of instructions a step
 executes does not. Each mode runs the training-step loop of ``hot_path.py`` twice under callgrind,
 with ``--short`` and ``--long`` steps and one metric collection at the end, and the difference,
-divided by the extra steps, is what one step costs: start-up and imports cancel out.
+divided by the extra steps, is what one step costs: start-up and imports cancel out. The same for a
+predict run, as an inference loop makes one per frame: plain, and instrumented and quiet (not sampled).
 ``PYTHONHASHSEED=0`` keeps dict layouts, and so the counts, the same from run to run.
 """
 
@@ -24,6 +25,13 @@ MODES = {
     "unsampled": "instrumented, no batch spans",
     "default": "instrumented, default settings",
 }
+# A predict run as an inference loop makes one per frame: its five events, one callback each.
+PREDICT = ("on_predict_start", "on_predict_batch_start", "on_predict_postprocess_end",
+           "on_predict_batch_end", "on_predict_end")  # fmt: skip
+PREDICT_MODES = {
+    "predict-plain": "Ultralytics' plain run_callbacks loop",
+    "predict-quiet": "instrumented, a quiet run (not sampled)",
+}
 
 
 def run_steps(mode: str, steps: int) -> None:
@@ -34,6 +42,9 @@ def run_steps(mode: str, steps: int) -> None:
     import otel_callbacks
     from otel_callbacks import Settings
 
+    if mode.startswith("predict"):
+        run_predicts(mode, steps)
+        return
     events = ("on_train_epoch_start", *hot_path.BATCH)
     if mode == "plain":
         trainer = hot_path.Trainer(defaultdict(list, {e: [hot_path.user_callback] for e in events}))
@@ -47,6 +58,26 @@ def run_steps(mode: str, steps: int) -> None:
     step = hot_path.training_step(trainer)
     for _ in range(steps):
         step()
+    if collect is not None:
+        collect()
+
+
+def run_predicts(mode: str, runs: int) -> None:
+    import hot_path
+
+    import otel_callbacks
+    from otel_callbacks import Settings
+
+    callbacks = {e: [hot_path.user_callback] for e in PREDICT}
+    if mode == "predict-plain":
+        predictor, collect = hot_path.Trainer(defaultdict(list, callbacks)), None
+    else:  # the interval's first run traced, every later one quiet
+        settings = Settings(summary=False, predict_traces_first=0, predict_traces_interval=1e6)
+        collect = hot_path.configure(settings)[1].collect
+        predictor = hot_path.Trainer(otel_callbacks.CallbackDict(callbacks))
+    for _ in range(runs):
+        for event in PREDICT:
+            predictor.run_callbacks(event)
     if collect is not None:
         collect()
 
@@ -80,16 +111,17 @@ def main() -> None:
     if args.run:
         run_steps(args.run[0], int(args.run[1]))
         return
-    per_step = {}
-    for mode in MODES:
-        extra = count(mode, args.long) - count(mode, args.short)
-        per_step[mode] = extra / (args.long - args.short)
-    plain = per_step["plain"]
-    print(f"instructions per training step ({args.long - args.short} steps, valgrind callgrind)")
-    print(f"{'mode':40} {'instructions':>13} {'x plain':>8} {'over plain':>11}")
-    for mode, label in MODES.items():
-        value = per_step[mode]
-        print(f"{label:40} {value:13.0f} {value / plain:8.2f} {value - plain:11.0f}")
+    for what, modes in (("training step", MODES), ("predict run", PREDICT_MODES)):
+        per_step = {}
+        for mode in modes:
+            extra = count(mode, args.long) - count(mode, args.short)
+            per_step[mode] = extra / (args.long - args.short)
+        plain = per_step[next(iter(modes))]
+        print(f"instructions per {what} ({args.long - args.short} of them, valgrind callgrind)")
+        print(f"{'mode':40} {'instructions':>13} {'x plain':>8} {'over plain':>11}")
+        for mode, label in modes.items():
+            value = per_step[mode]
+            print(f"{label:40} {value:13.0f} {value / plain:8.2f} {value - plain:11.0f}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def test_short_predict_runs_print_nothing_until_one_summary_at_exit(recorded, ca
 
 @pytest.mark.parametrize(
     "settings",
-    [replace(QUIET, summary_interval=1e-9, limits=Limits(reservoir_size=4))],  # due at every run
+    # Due at every run; quiet runs noted in lists of 8 at most.
+    [replace(QUIET, summary_interval=1e-9, limits=Limits(reservoir_size=4, buffer_limit=8))],
     indirect=True,
 )
 def test_a_summary_is_due_once_an_interval_and_counts_past_its_reservoir(recorded, capsys):
@@ -58,13 +59,14 @@ def test_a_summary_is_due_once_an_interval_and_counts_past_its_reservoir(recorde
     assert first.startswith("otel_callbacks: 1 short runs since"), "due: printed with the run"
     tables = current_tracker()._tables
     tables.interval_ns = 1 << 62  # no longer due: the runs pile up past the reservoir of 4
-    for _ in range(50):
+    for _ in range(50):  # traced runs and quiet ones (where the tracer defers roots)
         run_predict(predictor)
     assert capsys.readouterr().out == ""
-    assert tables.short[sc.MODE_PREDICT].durations.calls == 50
-    assert len(tables.short[sc.MODE_PREDICT].durations.reservoir) == 4
+    predict = tables.short[sc.MODE_PREDICT]
+    assert predict.durations.calls >= 40, "quiet runs folded in every 8"
     tables.flush()
     assert "otel_callbacks: 50 short runs since" in capsys.readouterr().out
+    assert predict.durations.calls == 50 and len(predict.durations.reservoir) == 4
 
 
 @pytest.mark.parametrize("settings", [replace(QUIET, table_min_duration=0.0)], indirect=True)

@@ -82,6 +82,7 @@ class BufferedHistogram:
         # Reentrant: a sink or an allocation inside a drain can run the garbage collector, whose
         # weakref callbacks end a collected engine's run and release its lists on this thread.
         self._lock = threading.RLock()
+        self.drains = 0  # lists drained so far: a sink that saw none since a time got no values
         self.limit = limit
         """Values a list may hold before the hot path calls :meth:`fold`."""
         self.mergeable = mergeable
@@ -105,6 +106,7 @@ class BufferedHistogram:
         since, source.since = source.since, time.time_ns()
         if not n:
             return
+        self.drains += 1
         values = values_list[:n]
         del values_list[:n]  # appends made meanwhile went to the end and stay for next time
         batch = self._pending.get(source.key)
@@ -127,15 +129,32 @@ class BufferedHistogram:
         """Give each list's values so far to its sink now (a run that ends: its table) and those
         appended from now on to ``sink`` (the engine's next run, or None), so one list serves one
         engine's runs one after another; the histogram gets every value at the next drain, as ever."""
+        self.redirect((values_list, sink) for values_list in values_lists)
+
+    def redirect(self, pairs: Iterable[tuple[list[int], Any]]) -> None:
+        """:meth:`hand_over` with a sink of its own for each list. A list whose sink stays the same
+        gives it nothing now: what it holds so far is no longer that sink's."""
         with self._lock:
-            for values_list in values_lists:
+            for values_list, sink in pairs:
                 source = self._sources.get(id(values_list))
                 if source is None:
                     continue
                 n = len(values_list)
-                if source.sink is not None and n > source.skip:
+                if source.sink is not None and source.sink is not sink and n > source.skip:
                     source.sink.add(values_list[source.skip : n])
                 source.skip, source.sink = n, sink
+
+    def sources(self, values_lists: Iterable[list[int]]) -> list[Any]:
+        """Handles on lists, for :meth:`restart`."""
+        with self._lock:
+            return [self._sources[id(values_list)] for values_list in values_lists]
+
+    def restart(self, sources: list[Any]) -> None:
+        """What the lists hold so far is no longer their sinks': :meth:`redirect` to the same
+        sinks, on handles from :meth:`sources` (once per predict run: kept short)."""
+        with self._lock:
+            for source in sources:
+                source.skip = len(source.values)
 
     def release(self, values_list: list[int]) -> None:
         """Drain a list one last time (its sink sees everything) and stop tracking it."""

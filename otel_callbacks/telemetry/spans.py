@@ -83,16 +83,21 @@ class SpanStarter:
             pipeline = self._pipeline = pipeline_of(self.tracer)
         return pipeline
 
+    def defers_roots(self) -> bool:
+        """Whether :meth:`start_deferred_root` makes roots (as the pipeline is now)."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline = self._current(pipeline)
+        return pipeline is not None and pipeline.roots_always_on
+
     def start_deferred_root(
         self, name: str, attributes: Mapping[str, Any], start_time: int, keep_after_ns: int
     ) -> DeferredRoot | None:
         """A root whose trace is decided at its end (:class:`DeferredRoot`); None where the tracer's
         sampler decides roots (anything but always on for them) or direct spans are off."""
-        pipeline = self._pipeline
-        if pipeline is not None:
-            pipeline = self._current(pipeline)
-        if pipeline is None or not pipeline.roots_always_on:
+        if not self.defers_roots():
             return None
+        pipeline = self._pipeline
         ids = self.tracer.id_generator
         context = SpanContext(
             ids.generate_trace_id(), ids.generate_span_id(), False, TraceFlags(TraceFlags.SAMPLED)

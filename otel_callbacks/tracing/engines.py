@@ -14,6 +14,7 @@ from .. import semconv as sc
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
+    from .quiet_runs import QuietRun
     from .runs import Run
     from .wrapper import InstrumentedCallback
 
@@ -111,6 +112,8 @@ class EngineState:
         "parent",
         "pending",
         "previous",
+        "quiet",
+        "quiet_run",
         "ref",
         "run",
         "sampled",
@@ -142,7 +145,10 @@ class EngineState:
         self.stack: list[Phase] = []
         self.context: Context | None = None  # the parent of callback spans; None: the caller's
         self.parent: EngineState | None = None  # the trainer a validator works for
-        self.run: Run | None = None
+        self.run: Run | QuietRun | None = None
+        # A quiet predict run (quiet_runs.py): the open one, and the object each of them reuses.
+        self.quiet: QuietRun | None = None
+        self.quiet_run: QuietRun | None = None
         self.last_end = 0  # perf_counter_ns when the engine's last firing returned
         self.val_end = 0  # a trainer's: when its validator's last on_val_end returned
         self.epoch_batch: Any = None  # a trainer's batch size when its current epoch started

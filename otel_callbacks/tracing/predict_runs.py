@@ -1,23 +1,26 @@
 """Predict runs, which an inference loop starts once per frame: the first few of the process and then
-one per interval are traced from their start; the others get a root whose trace is kept only if the
-run fails, makes a slow call or lasts as long as a run that gets a table (``spans.DeferredRoot``), and
-no other span unless for such a call. Their metrics count every run, traced or not."""
+one per interval are traced from their start; the others are quiet runs (``quiet_runs.py``), which
+get a root only if the run fails, makes a slow call or lasts as long as a run that gets a table (a
+``spans.DeferredRoot``, started back when the run did), and no other span unless for such a call.
+Their metrics count every run, traced or not."""
 
 from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .. import semconv as sc
-from .clock import wall
-from .engines import Phase
 from .results import run_name
 
 if TYPE_CHECKING:
     from ..config import Settings
     from .engines import EngineState
+
+
+_UNENDED = "a new prediction started before on_predict_end"
 
 
 class PredictSampling:
@@ -30,14 +33,19 @@ class PredictSampling:
         self.last_traced: int | None = None
         self._lock = threading.Lock()
 
+    def due(self, now: int) -> bool:
+        """Whether a run starting now would be traced (no run counted)."""
+        last = self.last_traced
+        return self.started < self.first or last is None or now - last >= self.interval_ns
+
     def traced(self, now: int) -> bool:
+        """Count a run starting now; whether it is traced."""
         with self._lock:
+            traced = self.due(now)
             self.started += 1
-            last = self.last_traced
-            if self.started <= self.first or last is None or now - last >= self.interval_ns:
+            if traced:
                 self.last_traced = now
-                return True
-            return False
+            return traced
 
 
 class PredictRuns:
@@ -46,32 +54,33 @@ class PredictRuns:
     _environment_context: Any
     _predict_sampling: PredictSampling
     _ranks: dict[str, int]
-    _settings: Any
     _tracer: Any
 
+    def _is_quiet(self, now: int) -> bool:
+        """Whether a predict run starting now is quiet: a root that can wait (``_can_wait``), and
+        one sampling passes over."""
+        return self._can_wait() and not self._predict_sampling.traced(now)
+
+    def _can_wait(self) -> bool:
+        """Whether a run starting now may have its root made later (a quiet run): a root of its own
+        (no current span, no launcher's TRACEPARENT), from a tracer that can defer roots."""
+        if self._environment_context is not None:
+            return False
+        current = otel_context.get_current()  # mostly empty in a loop: the span lookup skipped
+        if current and trace.get_current_span(current).get_span_context().is_valid:
+            return False
+        return self._tracer.defers_roots()
+
     def _predict_start(self, state: EngineState, now: int) -> None:
-        self._new_run(state, sc.MODE_PREDICT, "a new prediction started before on_predict_end")
-        attributes = {**self._ranks, **run_name(state.ref())}
-        # A root of its own: no current span (its parent then) and no launcher's TRACEPARENT.
+        if self._is_quiet(now):
+            if state.stack or state.run is not None:
+                self._abort(state, _UNENDED)
+            self._quiet_start(state, now)  # quiet_runs.py
+            return
+        self._new_run(state, sc.MODE_PREDICT, _UNENDED)
         in_a_span = trace.get_current_span().get_span_context().is_valid
         parent = None if in_a_span else self._environment_context  # None: the current span's child
-        its_own_root = not in_a_span and parent is None
-        if its_own_root and not self._predict_sampling.traced(now) and self._defer(state, now, attributes):
-            return
-        self._open(state, sc.PHASE_PREDICT, now, parent, **attributes)
-
-    def _defer(self, state: EngineState, now: int, attributes: dict[str, Any]) -> bool:
-        """Open the run's root as a deferred one, with no span budget; False where the tracer's own
-        sampler decides roots (then every run is traced as it decides)."""
-        attributes[sc.ATTR_PHASE] = sc.PHASE_PREDICT
-        keep_after_ns = int(self._settings.table_min_duration * 1e9)
-        root = self._tracer.start_deferred_root(sc.PHASE_PREDICT, attributes, wall(now), keep_after_ns)
-        if root is None:
-            return False
-        run = state.run
-        run.deferred, run.spans, run.span_limit, run.max_spans = root, 1, 0, 0  # no sampled spans
-        state.stack.append(Phase(sc.PHASE_PREDICT, root, None, now, state.path_of(sc.PHASE_PREDICT)))
-        return True
+        self._open(state, sc.PHASE_PREDICT, now, parent, **self._ranks, **run_name(state.ref()))
 
     def _predict_batch_start(self, state: EngineState, now: int) -> None:
         if state.top(sc.PHASE_PREDICT_BATCH):

@@ -12,6 +12,7 @@ from .runs import Run
 
 if TYPE_CHECKING:
     from .engines import EngineState
+    from .quiet_runs import QuietRun
     from .report import Report
 
 
@@ -29,12 +30,14 @@ class RunLifecycle:
         run = state.run
         # A validation inside a training is val work: its phases go to the metrics as mode val.
         mode = sc.MODE_VAL if state.parent is not None else run.mode if run is not None else sc.MODE_TRAIN
-        buffer = self._phase_buffer(name, mode)
-        buffer.append(elapsed_ns)
-        if len(buffer) >= self._limits.buffer_limit:
-            self._telemetry.phase_duration.fold(buffer)
+        self._phase_time(self._phase_buffer(name, mode), elapsed_ns)
         if run is not None and path:  # the run's own phase is its total, not a line of the table
             run.add_phase(path, elapsed_ns)
+
+    def _phase_time(self, buffer: list[int], elapsed_ns: int) -> None:
+        buffer.append(elapsed_ns)
+        if len(buffer) >= self._limits.buffer_limit:  # no reader collected for long: bound memory
+            self._telemetry.phase_duration.fold(buffer)
 
     def _new_run(self, state: EngineState, mode: str, reason: str) -> None:
         if state.stack or state.run is not None:
@@ -59,6 +62,8 @@ class RunLifecycle:
     def _quiesce(self, state: EngineState) -> None:
         """Before phases end out of turn: the lane disarmed and worked out, and a lane batch whose
         end event fired counted as finished."""
+        if state.quiet is not None:
+            self.materialize(state)
         if state.armed is not None:
             self._disarm(state)
         if state.pending is not None and state.in_lane_batch():
@@ -80,15 +85,20 @@ class RunLifecycle:
         if run.implicit:  # no table: hand its lists back, skip measuring the overhead
             run.finish(end, 0.0)
             return None
-        # Only while active (a shutdown ends runs first): else the probe's call would configure anew.
-        if self.fast_call_ns is None and self._calibrate is not None and self._telemetry is providers.active:
-            probed = perf_ns()
-            self.fast_call_ns = self._calibrate(self._telemetry)
-            if run.closing_since is not None:  # the probe is the process's, not this run's overhead
-                run.closing_since += perf_ns() - probed
+        self._probe_once(run)
         report = self.last_report = run.finish(end, self.fast_call_ns)
+        self.last_overhead_ns = report.overhead_ns
         try:
             self._tables.show(report)
         except Exception as exc:  # stdout closed: the root still gets the overhead
             self._telemetry.report_error(exc)
         return report
+
+    def _probe_once(self, run: Run | QuietRun) -> None:
+        """Measure the unsampled call's cost at the first run's end, outside its overhead. Only
+        while active (a shutdown ends runs first): else the probe's call would configure anew."""
+        if self.fast_call_ns is None and self._calibrate is not None and self._telemetry is providers.active:
+            probed = perf_ns()
+            self.fast_call_ns = self._calibrate(self._telemetry)
+            if run.closing_since is not None:  # the probe is the process's, not this run's overhead
+                run.closing_since += perf_ns() - probed

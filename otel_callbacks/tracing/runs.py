@@ -157,10 +157,7 @@ class Run:
             if values is not None:
                 self.durations.hand_over((values,), sink)
             else:
-                attributes = binding.attributes
-                if error_type is not None:
-                    attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
-                values = pool[key] = self.durations.buffer(attributes, sink)
+                values = pool[key] = duration_list(self.durations, binding, error_type, sink)
             self.buffers[key] = values
         return values
 
@@ -197,6 +194,14 @@ class Run:
             self.failures,
             self.failures_dropped,
         )
+
+
+def duration_list(durations: BufferedHistogram, binding: Any, error_type: str | None, sink: Any) -> list[int]:
+    """A new list for one callback's durations (those of its failed calls, by ``error.type``)."""
+    attributes = binding.attributes
+    if error_type is not None:
+        attributes = {**attributes, sc.ATTR_ERROR_TYPE: error_type}
+    return durations.buffer(attributes, sink)
 
 
 class _FailedSink:

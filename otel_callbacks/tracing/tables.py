@@ -25,9 +25,14 @@ class ShortRun:
         self.durations = CallbackStats(reservoir_size)
         self.slowest_ns = 0
 
-    def add(self, report: Report) -> None:
-        self.durations.add([report.run_ns], failed=bool(report.failures))
-        self.slowest_ns = max(self.slowest_ns, report.run_ns)
+    def add(self, run_ns: int, failed: bool) -> None:
+        self.durations.add([run_ns], failed=failed)
+        self.slowest_ns = max(self.slowest_ns, run_ns)
+
+    def add_all(self, runs_ns: list[int]) -> None:
+        """Runs that ended as they should."""
+        self.durations.add(runs_ns)
+        self.slowest_ns = max(self.slowest_ns, *runs_ns)
 
 
 class Tables:
@@ -38,7 +43,9 @@ class Tables:
         self.min_ns = int(settings.table_min_duration * 1e9)
         self.interval_ns = int(settings.summary_interval * 1e9)
         self.reservoir_size = settings.limits.reservoir_size
+        self.fold_at = settings.limits.buffer_limit
         self.short: dict[str, ShortRun] = {}
+        self._quiet: list[int] = []  # quiet runs' durations not yet in ``short``
         self.since, self.since_wall = perf_ns(), time.time()
         self._lock = threading.Lock()  # runs end on any thread
 
@@ -47,18 +54,47 @@ class Tables:
             return
         if report.mode == sc.MODE_TRAIN or report.run_ns >= self.min_ns:
             emit(report.render())
+        else:
+            self.short_run(report.mode, report.run_ns, bool(report.failures))
+
+    def short_run(self, mode: str, run_ns: int, failed: bool = False) -> None:
+        """A run under the table's duration: into the summary (a quiet run, which makes no report,
+        comes here directly)."""
+        if not self.shows:
             return
         with self._lock:
-            kind = self.short.get(report.mode)
+            kind = self.short.get(mode)
             if kind is None:
-                kind = self.short[report.mode] = ShortRun(self.reservoir_size)
-            kind.add(report)
+                kind = self.short[mode] = ShortRun(self.reservoir_size)
+            kind.add(run_ns, failed)
             due = perf_ns() - self.since >= self.interval_ns
         if due:
             self.flush()
 
+    def quiet_run(self, run_ns: int) -> None:
+        """A quiet predict run (``quiet_runs.py``), the commonest short run: noted in a list that goes
+        into the summary when it is due or the list holds ``Limits.buffer_limit`` of them."""
+        quiet = self._quiet
+        quiet.append(run_ns)
+        if perf_ns() - self.since >= self.interval_ns:
+            self.flush()
+        elif len(quiet) >= self.fold_at:
+            self._fold_quiet()
+
+    def _fold_quiet(self) -> None:
+        with self._lock:
+            quiet = self._quiet
+            values = quiet[:]
+            del quiet[: len(values)]  # appends made meanwhile stay for the next fold
+            if values and self.shows:
+                kind = self.short.get(sc.MODE_PREDICT)
+                if kind is None:
+                    kind = self.short[sc.MODE_PREDICT] = ShortRun(self.reservoir_size)
+                kind.add_all(values)
+
     def flush(self) -> None:
         """Print the summary of the short runs since the last one, if there were any."""
+        self._fold_quiet()
         with self._lock:
             short, since = self.short, self.since_wall
             self.short, self.since, self.since_wall = {}, perf_ns(), time.time()

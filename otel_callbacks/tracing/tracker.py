@@ -23,6 +23,7 @@ from .clock import perf_ns
 from .engines import LANE_END, EngineState
 from .phases import PhaseMachine
 from .predict_runs import PredictSampling
+from .quiet_runs import QuietRuns
 from .run_lifecycle import RunLifecycle
 from .runs import Run
 from .slow import report_slow
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 _LOOP_START_EVENTS = frozenset({"on_train_epoch_start", "on_val_start", "on_predict_start"})
 
 
-class PhaseTracker(PhaseMachine, RunLifecycle):
+class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
     """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs
     (``run_lifecycle.py``)."""
 
@@ -72,7 +73,8 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
         self._lock = threading.RLock()
         self._anonymous = self._new_state(lambda: None)
         self.fast_call_ns: float | None = None  # the unsampled path's own cost, measured once
-        self.last_report: Report | None = None
+        self.last_report: Report | None = None  # the last table made
+        self.last_overhead_ns: float | None = None  # the last run's own overhead (quiet ones too)
         self._predict_sampling = PredictSampling(self._settings)
         self._tables = Tables(self._settings, self._settings.summary and self._rank == 0)  # DDP: rank 0
         self._opening = self._handlers()
@@ -112,7 +114,12 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
                 elif callback is not state.first:
                     return state  # a later callback of this batch's start event
             self._disarm(state)
+        quiet = state.quiet  # a quiet predict run's firings (quiet_runs.py); never with a lane armed
+        if quiet is not None and self._quiet_firing(state, callback, engine, quiet):
+            return state
         now = perf_ns()
+        if event == "on_predict_start" and self._quiet_again(state, callback, engine, now):
+            return state
         if state.pending is not None:  # a lane's batch to count, or an end event that raised
             self._close_pending(state, state.last_end or now)
         state.previous, state.event, state.first = state.event, event, callback
@@ -142,6 +149,9 @@ class PhaseTracker(PhaseMachine, RunLifecycle):
     def _close_counted(self, state: EngineState, end: int) -> None:
         """Close the pending phase, its time counted in the run's overhead (up to the table where
         the run ends with it)."""
+        if state.quiet is not None:
+            self._quiet_close(state, end)
+            return
         run = state.run
         if run is not None:
             run.closing_since = end

@@ -1,9 +1,8 @@
 """The instrumented callback: the hot path that times, aggregates, samples and spans each call.
 
-An unsampled per-batch invocation costs two clock reads, a state lookup and a list append: no
-SDK call. Spans are made for non-batch events, for sampled batches, and after the fact for any
-invocation slower than the threshold, with its measured start and end. What the wrapper learns
-goes to the phase tracker through its narrow interface (enter, leave, durations, spanned, slow).
+An unsampled per-batch invocation costs two clock reads, a state lookup and a list append: no SDK
+call. Spans: for non-batch events, sampled batches, and after the fact for any invocation slower than
+the threshold, with its measured start and end. The rest goes to the phase tracker's narrow interface.
 """
 
 from __future__ import annotations
@@ -237,8 +236,10 @@ class InstrumentedCallback:
     def _after_the_fact(
         self, binding: _Binding, state: Any, start: int, end: int, error: BaseException | None
     ) -> None:
-        """A span for an unsampled batch call that was slow or failed, with its real times."""
+        """A span for an unsampled call that was slow or failed, with its real times."""
         try:
+            if state.quiet is not None:
+                binding.tracker.materialize(state)  # its run gets its root, this span's parent
             span = self._start_span(binding, state, start)
             self._observe(binding, state, end - start, error, span)
             span.end(end_time=wall(end))
