@@ -154,12 +154,61 @@ def test_a_quiet_run_open_at_exit_or_when_its_predictor_dies_ends_in_error(recor
 
 
 @pytest.mark.parametrize("settings", [QUIETER], indirect=True)
-def test_a_quiet_runs_overhead_counts_its_start_and_end(recorded, monkeypatch):
-    from otel_callbacks.tracing import quiet_runs, tables
+def test_a_quiet_runs_overhead_counts_its_start_and_closes_but_not_its_summary(recorded, monkeypatch):
+    from otel_callbacks.tracing import quiet_runs, tables, tracker
 
     predictor = quiet_predictor(recorded)
-    begin, quiet_run = quiet_runs.QuietRun.begin, tables.Tables.quiet_run
+    begin, batch_time, quiet_run = (
+        quiet_runs.QuietRun.begin,
+        tracker.PhaseTracker._batch_time,
+        tables.Tables.quiet_run,
+    )
     monkeypatch.setattr(quiet_runs.QuietRun, "begin", lambda *a: (spin(2_000_000), begin(*a)))
-    monkeypatch.setattr(tables.Tables, "quiet_run", lambda *a: (spin(2_000_000), quiet_run(*a)))
-    run_predict(predictor)
-    assert current_tracker().last_overhead_ns >= 4_000_000
+    monkeypatch.setattr(tracker.PhaseTracker, "_batch_time", lambda *a: (spin(2_000_000), batch_time(*a)))
+    monkeypatch.setattr(tables.Tables, "quiet_run", lambda *a: (spin(50_000_000), quiet_run(*a)))
+    run_predict(predictor, batches=1)
+    assert 4_000_000 <= current_tracker().last_overhead_ns < 50_000_000, "as a table, the summary is not"
+
+
+@pytest.mark.parametrize("settings", [replace(QUIETER, table_min_duration=0.2)], indirect=True)
+def test_a_quiet_run_after_a_traced_one_tables_its_own_calls(recorded):
+    predictor = quiet_predictor(recorded)
+    run_predict(predictor, batches=2)  # quiet
+    with recorded.tracer_provider.get_tracer("app").start_as_current_span("request"):
+        run_predict(predictor, batches=4)  # traced, as the request's child: its own statistics
+    predictor.run_callbacks("on_predict_start")  # quiet again, and long
+    for _ in range(3):
+        predictor.run_callbacks("on_predict_batch_start")
+        predictor.run_callbacks("on_predict_postprocess_end")
+        predictor.run_callbacks("on_predict_batch_end")
+    spin(250_000_000)
+    predictor.run_callbacks("on_predict_end")
+    assert current_tracker().last_report.callbacks[BATCH_STARTS].calls == 3
+
+
+@pytest.mark.parametrize("settings", [QUIETER], indirect=True)
+def test_a_crash_out_of_a_quiet_run_ends_its_root_with_the_error(recorded):
+    predictor = quiet_predictor(recorded)
+    predictor.run_callbacks("on_predict_start")
+    predictor.run_callbacks("on_predict_batch_start")
+    current_tracker().crashed(predictor, RuntimeError("CUDA out of memory"))  # what the adapter reports
+    (root,) = roots(recorded)
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.status.description == "RuntimeError: CUDA out of memory"
+
+
+@pytest.mark.parametrize("settings", [replace(QUIETER, summary_interval=1e-9)], indirect=True)
+def test_a_failing_summary_never_reaches_the_prediction(recorded, monkeypatch):
+    from otel_callbacks.tracing import tables
+
+    predictor = quiet_predictor(recorded)
+
+    def closed_stdout(text):
+        raise BrokenPipeError("stdout closed")
+
+    monkeypatch.setattr(tables, "emit", closed_stdout)
+    for _ in range(3):
+        run_predict(predictor)  # the summary is due at every run
+    assert telemetry.current().errors_seen["BrokenPipeError"] >= 3
+    phases = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
+    assert phases[sc.PHASE_PREDICT] == 1 + 3

@@ -11,6 +11,7 @@ replayed with ``record``: still exact, just slower.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterable
@@ -82,7 +83,7 @@ class BufferedHistogram:
         # Reentrant: a sink or an allocation inside a drain can run the garbage collector, whose
         # weakref callbacks end a collected engine's run and release its lists on this thread.
         self._lock = threading.RLock()
-        self.drains = 0  # lists drained so far: a sink that saw none since a time got no values
+        self.drains = 0  # lists drained so far (a sink gets values at a drain, or a hand-over)
         self.limit = limit
         """Values a list may hold before the hot path calls :meth:`fold`."""
         self.mergeable = mergeable
@@ -131,9 +132,10 @@ class BufferedHistogram:
         engine's runs one after another; the histogram gets every value at the next drain, as ever."""
         self.redirect((values_list, sink) for values_list in values_lists)
 
-    def redirect(self, pairs: Iterable[tuple[list[int], Any]]) -> None:
+    def redirect(self, pairs: Iterable[tuple[list[int], Any]]) -> int:
         """:meth:`hand_over` with a sink of its own for each list. A list whose sink stays the same
-        gives it nothing now: what it holds so far is no longer that sink's."""
+        gives it nothing now: what it holds so far is no longer that sink's. Returns the drain count
+        as of then (:meth:`restart`)."""
         with self._lock:
             for values_list, sink in pairs:
                 source = self._sources.get(id(values_list))
@@ -143,18 +145,23 @@ class BufferedHistogram:
                 if source.sink is not None and source.sink is not sink and n > source.skip:
                     source.sink.add(values_list[source.skip : n])
                 source.skip, source.sink = n, sink
+            return self.drains
 
     def sources(self, values_lists: Iterable[list[int]]) -> list[Any]:
         """Handles on lists, for :meth:`restart`."""
         with self._lock:
             return [self._sources[id(values_list)] for values_list in values_lists]
 
-    def restart(self, sources: list[Any]) -> None:
-        """What the lists hold so far is no longer their sinks': :meth:`redirect` to the same
-        sinks, on handles from :meth:`sources` (once per predict run: kept short)."""
+    def restart(self, sources: list[Any], sinks: list[Any], drains: int) -> bool:
+        """:meth:`redirect` to the same sinks, kept short (once per predict run), on handles from
+        :meth:`sources`: what each list holds so far is no longer its sink's. False, and nothing
+        done, where a list's sink changed or any list was drained since ``drains`` was read."""
         with self._lock:
+            if drains != self.drains or any(map(operator.is_not, (s.sink for s in sources), sinks)):
+                return False
             for source in sources:
                 source.skip = len(source.values)
+            return True
 
     def release(self, values_list: list[int]) -> None:
         """Drain a list one last time (its sink sees everything) and stop tracking it."""

@@ -12,7 +12,8 @@ __all__ = ["InstrumentedCallback", "PhaseTracker", "instrument", "tracker_for"]
 
 
 def current_tracker() -> PhaseTracker | None:
-    """The tracker of the active telemetry (its ``last_report`` is the last run's table)."""
+    """The tracker of the active telemetry (its ``last_report`` is the last table made, and
+    ``last_overhead_ns`` the last run's own time, a quiet one's too)."""
     from ..telemetry import current
 
     tel = current()

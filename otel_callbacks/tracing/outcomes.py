@@ -226,6 +226,8 @@ class Outcomes:
         engine's ``__call__``): the run open on it ends ERROR naming it. A training's teardown (8.4)
         has closed it already; a validation inside a training is the training's to end."""
         state = self.states.get(id(engine))
+        if state is not None and state.quiet is not None and state.ref() is engine:
+            self.materialize(state)  # quiet_runs.py: the run's root, to end ERROR
         if state is None or state.ref() is not engine or not state.stack:
             return
         if state.stack[0].name not in RUN_PHASES or state.parent is not None:

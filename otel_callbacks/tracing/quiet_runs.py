@@ -50,6 +50,7 @@ class QuietRun:
         "_durations",
         "_pooled",
         "_reservoir_size",
+        "_sinks",
         "_sources",
         "batch_ns",
         "batch_start",
@@ -69,10 +70,11 @@ class QuietRun:
         # should it materialize.
         self.stats: dict[tuple[str, str], CallbackStats] = {}
         self.phase_buffers: tuple[list[int], list[int]] = ([], [])  # predict's, predict_batch's metric
-        # The lists' handles as of the last begin that set their sinks, and what it saw: a begin
-        # that finds the same only marks where this run's values start (BufferedHistogram.restart).
-        self._sources: list[Any] | None = None
-        self._drains = self._pooled = 0
+        # The lists' handles and sinks as of the last begin that set them, and the drain count
+        # then: a begin that finds all the same only marks where this run's values start.
+        self._sources: list[Any] = []
+        self._sinks: list[CallbackStats] = []
+        self._drains = self._pooled = -1
 
     def begin(self, now: int, pool: dict[tuple[Any, str | None], list[int]]) -> None:
         self.start = now
@@ -80,17 +82,17 @@ class QuietRun:
         self.batches = self.batch_ns = self.calls = self.tracking_ns = 0
         self.closing_since: int | None = None
         durations = self._durations
-        if self._sources is not None and self._drains == durations.drains and self._pooled == len(pool):
-            durations.restart(self._sources)  # the same lists, and sinks that no drain gave values
+        if self._pooled == len(pool) and durations.restart(self._sources, self._sinks, self._drains):
             return
         stats = self.stats
         for name, held in stats.items():
             if held.calls:  # a drain gave it a run's values: the run before's
                 stats[name] = CallbackStats(self._reservoir_size)
         lists = [(values, self._sink(key[0])) for key, values in pool.items() if key[1] is None]
-        durations.redirect(lists)  # one lock for all: from now on what the lists hold is this run's
+        self._drains = durations.redirect(lists)  # from now on, what the lists hold is this run's
         self._sources = durations.sources(values for values, _ in lists)
-        self._drains, self._pooled = durations.drains, len(pool)
+        self._sinks = [sink for _, sink in lists]
+        self._pooled = len(pool)
 
     def _sink(self, binding_key: tuple[Any, ...]) -> CallbackStats:
         name = binding_key[:2]  # event, callback
@@ -165,12 +167,22 @@ class QuietRuns:
         except Exception:  # not Ultralytics' engine: its next firing materializes the run
             callbacks, state.closer = (), None
         state.batch_index = -1
-        self._quiet_start(state, now, len(callbacks))
-        state.run.tracking_ns += perf_ns() - now
+        try:
+            self._quiet_start(state, now, len(callbacks))
+            state.run.tracking_ns += perf_ns() - now
+        except Exception as exc:  # the telemetry's failure never reaches the prediction
+            self._telemetry.report_error(exc)
         return True
 
     def _quiet_firing(self, state: EngineState, callback: Any, engine: Any, run: QuietRun) -> bool:
         """A new firing in a quiet run; False where it materialized the run for the generic path."""
+        try:
+            return self._quiet_step(state, callback, engine, run)
+        except Exception as exc:  # the telemetry's failure never reaches the prediction
+            self._telemetry.report_error(exc)
+            return state.quiet is not None
+
+    def _quiet_step(self, state: EngineState, callback: Any, engine: Any, run: QuietRun) -> bool:
         now = perf_ns()
         event = callback.event
         try:
@@ -185,6 +197,7 @@ class QuietRuns:
             or now - run.start >= self._tables.min_ns
         ):
             self.materialize(state)
+            state.run.tracking_ns += perf_ns() - now
             return False
         if event == _BATCH_START:
             run.batch_start = now
@@ -201,7 +214,12 @@ class QuietRuns:
 
     def _quiet_close(self, state: EngineState, end: int) -> None:
         """After the last callback of a quiet run's batch or run end (``leave``): its phase ends."""
-        run = state.quiet
+        try:
+            self._quiet_end(state, state.quiet, end)
+        except Exception as exc:  # the telemetry's failure never reaches the prediction
+            self._telemetry.report_error(exc)
+
+    def _quiet_end(self, state: EngineState, run: QuietRun, end: int) -> None:
         if state.pending == sc.PHASE_PREDICT_BATCH:
             state.pending = None
             elapsed = end - run.batch_start
@@ -223,13 +241,12 @@ class QuietRuns:
         state.batch_times.clear()
         state.batch_slow_ns = state.slow_ns
         self._phase_time(run.phase_buffers[0], elapsed)
-        self._tables.quiet_run(elapsed)
         if self.fast_call_ns is None:
             self._probe_once(run)
-        if self.fast_call_ns is None:
-            self.last_overhead_ns = None
-        else:
-            self.last_overhead_ns = run.tracking_ns + run.calls * self.fast_call_ns + perf_ns() - end
+        fast = self.fast_call_ns  # as Run.finish: the summary's note, like a table, is not counted
+        closing = perf_ns() - run.closing_since
+        self.last_overhead_ns = None if fast is None else run.tracking_ns + run.calls * fast + closing
+        self._tables.quiet_run(elapsed)
 
     def materialize(self, state: EngineState) -> None:
         """Make the open quiet run what the generic path makes of a run that sampling passed over."""
@@ -242,13 +259,15 @@ class QuietRuns:
             if stats is not None:
                 run.callbacks[key[0][:2]] = stats
                 run.buffers[key] = values
-        quiet.stats, quiet._sources = {}, None  # the run's now: the next begin sets new sinks
+        quiet.stats = {}  # the run's now: the next begin sets new sinks
         attributes = {**self._ranks, **run_name(state.ref()), sc.ATTR_PHASE: sc.PHASE_PREDICT}
         start = wall(quiet.start)
         keep_after_ns = self._tables.min_ns
         root = self._tracer.start_deferred_root(sc.PHASE_PREDICT, attributes, start, keep_after_ns)
-        if root is None:  # a processor that sees span starts came meanwhile: an ordinary root
+        if root is None:  # a processor that sees span starts came meanwhile: a traced run's root
             root = self._tracer.start_span(sc.PHASE_PREDICT, Context(), attributes, start)
+            run.span_limit = run.max_spans = self._max_spans
+            self._telemetry.announce(root)
         run.deferred = root if isinstance(root, DeferredRoot) else None
         predict = Phase(sc.PHASE_PREDICT, root, None, quiet.start, ())
         predict.covered = quiet.batch_ns

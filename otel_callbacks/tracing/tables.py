@@ -58,15 +58,11 @@ class Tables:
             self.short_run(report.mode, report.run_ns, bool(report.failures))
 
     def short_run(self, mode: str, run_ns: int, failed: bool = False) -> None:
-        """A run under the table's duration: into the summary (a quiet run, which makes no report,
-        comes here directly)."""
+        """A run under the table's duration: into the summary."""
         if not self.shows:
             return
         with self._lock:
-            kind = self.short.get(mode)
-            if kind is None:
-                kind = self.short[mode] = ShortRun(self.reservoir_size)
-            kind.add(run_ns, failed)
+            self._kind(mode).add(run_ns, failed)
             due = perf_ns() - self.since >= self.interval_ns
         if due:
             self.flush()
@@ -87,10 +83,13 @@ class Tables:
             values = quiet[:]
             del quiet[: len(values)]  # appends made meanwhile stay for the next fold
             if values and self.shows:
-                kind = self.short.get(sc.MODE_PREDICT)
-                if kind is None:
-                    kind = self.short[sc.MODE_PREDICT] = ShortRun(self.reservoir_size)
-                kind.add_all(values)
+                self._kind(sc.MODE_PREDICT).add_all(values)
+
+    def _kind(self, mode: str) -> ShortRun:
+        kind = self.short.get(mode)
+        if kind is None:
+            kind = self.short[mode] = ShortRun(self.reservoir_size)
+        return kind
 
     def flush(self) -> None:
         """Print the summary of the short runs since the last one, if there were any."""
