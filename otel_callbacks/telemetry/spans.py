@@ -86,8 +86,8 @@ class SpanStarter:
     def defers_roots(self) -> bool:
         """Whether :meth:`start_deferred_root` makes roots (as the pipeline is now)."""
         pipeline = self._pipeline
-        if pipeline is not None:
-            pipeline = self._current(pipeline)
+        if pipeline is not None and pipeline.processor._span_processors is not pipeline.processors:
+            pipeline = self._current(pipeline)  # judged again: a processor was added
         return pipeline is not None and pipeline.roots_always_on
 
     def start_deferred_root(

@@ -176,77 +176,72 @@ class QuietRuns:
 
     def _quiet_firing(self, state: EngineState, callback: Any, engine: Any, run: QuietRun) -> bool:
         """A new firing in a quiet run; False where it materialized the run for the generic path."""
+        now = perf_ns()
         try:
-            return self._quiet_step(state, callback, engine, run)
+            event = callback.event
+            try:
+                callbacks = engine.callbacks.get(event)
+                closer = callbacks[-1]
+            except Exception:  # no callbacks dict, or not this event in it
+                closer = None
+            if (
+                closer is None
+                or event not in (_OUTSIDE if run.batch_start is None else _INSIDE)
+                or state.pending is not None  # the firing before ended with no known last callback
+                or now - run.start >= self._tables.min_ns
+            ):
+                self.materialize(state)
+                state.run.tracking_ns += perf_ns() - now
+                return False
+            if event == _BATCH_START:
+                run.batch_start = now
+                state.batch_index += 1
+            elif event == _BATCH_END:
+                state.pending = sc.PHASE_PREDICT_BATCH
+            elif event == _END:
+                state.pending = sc.PHASE_PREDICT
+            state.previous, state.event, state.first, state.closer = state.event, event, callback, closer
+            state.threshold_ns = state.batch_slow_ns if callback.is_batch else state.slow_ns
+            run.calls += len(callbacks)
+            run.tracking_ns += perf_ns() - now
+            return True
         except Exception as exc:  # the telemetry's failure never reaches the prediction
             self._telemetry.report_error(exc)
             return state.quiet is not None
 
-    def _quiet_step(self, state: EngineState, callback: Any, engine: Any, run: QuietRun) -> bool:
-        now = perf_ns()
-        event = callback.event
-        try:
-            callbacks = engine.callbacks.get(event)
-            closer = callbacks[-1]
-        except Exception:  # no callbacks dict, or not this event in it
-            closer = None
-        if (
-            closer is None
-            or event not in (_OUTSIDE if run.batch_start is None else _INSIDE)
-            or state.pending is not None  # the firing before ended with no known last callback
-            or now - run.start >= self._tables.min_ns
-        ):
-            self.materialize(state)
-            state.run.tracking_ns += perf_ns() - now
-            return False
-        if event == _BATCH_START:
-            run.batch_start = now
-            state.batch_index += 1
-        elif event == _BATCH_END:
-            state.pending = sc.PHASE_PREDICT_BATCH
-        elif event == _END:
-            state.pending = sc.PHASE_PREDICT
-        state.previous, state.event, state.first, state.closer = state.event, event, callback, closer
-        state.threshold_ns = state.batch_slow_ns if callback.is_batch else state.slow_ns
-        run.calls += len(callbacks)
-        run.tracking_ns += perf_ns() - now
-        return True
-
     def _quiet_close(self, state: EngineState, end: int) -> None:
         """After the last callback of a quiet run's batch or run end (``leave``): its phase ends."""
+        run = state.quiet
         try:
-            self._quiet_end(state, state.quiet, end)
+            if state.pending == sc.PHASE_PREDICT_BATCH:
+                state.pending = None
+                elapsed = end - run.batch_start
+                run.batch_start = None
+                run.batches += 1
+                run.batch_ns += elapsed
+                self._phase_time(run.phase_buffers[1], elapsed)
+                self._batch_time(state, elapsed)
+                run.tracking_ns += perf_ns() - end
+                return
+            run.closing_since = end
+            elapsed = end - run.start
+            if elapsed >= self._tables.min_ns:  # a table's run: the generic path ends it
+                self.materialize(state)
+                self._close_counted(state, end)
+                return
+            state.pending = None
+            state.quiet = state.run = None
+            state.batch_times.clear()
+            state.batch_slow_ns = state.slow_ns
+            self._phase_time(run.phase_buffers[0], elapsed)
+            if self.fast_call_ns is None:
+                self._probe_once(run)
+            fast = self.fast_call_ns  # as Run.finish: the summary's note, like a table, is not counted
+            closing = perf_ns() - run.closing_since
+            self.last_overhead_ns = None if fast is None else run.tracking_ns + run.calls * fast + closing
+            self._tables.quiet_run(elapsed)
         except Exception as exc:  # the telemetry's failure never reaches the prediction
             self._telemetry.report_error(exc)
-
-    def _quiet_end(self, state: EngineState, run: QuietRun, end: int) -> None:
-        if state.pending == sc.PHASE_PREDICT_BATCH:
-            state.pending = None
-            elapsed = end - run.batch_start
-            run.batch_start = None
-            run.batches += 1
-            run.batch_ns += elapsed
-            self._phase_time(run.phase_buffers[1], elapsed)
-            self._batch_time(state, elapsed)
-            run.tracking_ns += perf_ns() - end
-            return
-        run.closing_since = end
-        elapsed = end - run.start
-        if elapsed >= self._tables.min_ns:  # a table's run: the generic path ends it
-            self.materialize(state)
-            self._close_counted(state, end)
-            return
-        state.pending = None
-        state.quiet = state.run = None
-        state.batch_times.clear()
-        state.batch_slow_ns = state.slow_ns
-        self._phase_time(run.phase_buffers[0], elapsed)
-        if self.fast_call_ns is None:
-            self._probe_once(run)
-        fast = self.fast_call_ns  # as Run.finish: the summary's note, like a table, is not counted
-        closing = perf_ns() - run.closing_since
-        self.last_overhead_ns = None if fast is None else run.tracking_ns + run.calls * fast + closing
-        self._tables.quiet_run(elapsed)
 
     def materialize(self, state: EngineState) -> None:
         """Make the open quiet run what the generic path makes of a run that sampling passed over."""

@@ -111,7 +111,7 @@ model = YOLO("yolo11n.yaml")
 model.add_callback("on_train_end", crash)
 try:
     model.train(data=sys.argv[1], epochs=1, imgsz=32, batch=4, device="cpu", workers=0, plots=False,
-                project=sys.argv[2], name="phoenix", exist_ok=True)
+                project=sys.argv[2], name=sys.argv[4] if len(sys.argv) > 4 else "phoenix", exist_ok=True)
 except RuntimeError as error:
     assert str(error) == "uploader down"
 telemetry.shutdown()
