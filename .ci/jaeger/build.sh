@@ -5,6 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 version="$(sed -n 's|^\s*github.com/jaegertracing/jaeger \(v[^ ]*\).*|\1|p' "$here/go.mod")"
+[ -n "$version" ] || { echo "no jaeger version in $here/go.mod" >&2; exit 1; }
 binary="${OTEL_CALLBACKS_CACHE:-$HOME/.cache/otel-callbacks}/jaeger-$version/jaeger"
 if [ ! -x "$binary" ]; then
     mkdir -p "$(dirname "$binary")"

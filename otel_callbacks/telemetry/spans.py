@@ -86,6 +86,7 @@ class SpanStarter:
     def defers_roots(self) -> bool:
         """Whether :meth:`start_deferred_root` makes roots (as the pipeline is now)."""
         pipeline = self._pipeline
+        # _current's check, inlined (once per predict run, on the caller's thread): rarely true.
         if pipeline is not None and pipeline.processor._span_processors is not pipeline.processors:
             pipeline = self._current(pipeline)  # judged again: a processor was added
         return pipeline is not None and pipeline.roots_always_on

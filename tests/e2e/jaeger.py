@@ -46,7 +46,7 @@ class Jaeger:
 
     def traces(self, service: str, **search: object) -> list[dict]:
         """``/api/traces``: the search the UI's search page makes (``tags`` a dict of strings)."""
-        params = {"service": service, "limit": 100, "lookback": "2d", **search}
+        params = {"service": service, "limit": 100, **search}  # the last 2 days, by default
         if "tags" in params:
             params["tags"] = json.dumps(params["tags"])
         return get_json(f"{self.query}/api/traces?{urlencode(params)}")["data"]
@@ -94,8 +94,11 @@ def jaeger(tmp: Path) -> Iterator[Jaeger]:
     with process([binary, "--config", str(path)], tmp / f"jaeger-{query_port}.log") as proc:
 
         def ready() -> bool:
+            if proc.poll() is not None:
+                log = (tmp / f"jaeger-{query_port}.log").read_text(errors="replace")
+                pytest.fail(f"Jaeger exited with {proc.returncode}:\n{log[-3000:]}")
             with urllib.request.urlopen(f"http://127.0.0.1:{health}/status", timeout=2) as response:
-                return proc.poll() is None and json.loads(response.read()).get("status") == "StatusOK"
+                return json.loads(response.read()).get("status") == "StatusOK"
 
         wait_until(ready, 60, "Jaeger to be ready")
         yield Jaeger(grpc_port, http_port, f"http://127.0.0.1:{query_port}")
