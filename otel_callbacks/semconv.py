@@ -48,9 +48,12 @@ ATTR_FAILED_DATASETS = "ultralytics.datasets.failed"
 ATTR_RESUME_EPOCH = "ultralytics.resume.epoch"  # a resumed run's root: the first epoch it trains
 ATTR_RESUME_TRACE_ID = "ultralytics.resume.trace_id"  # and the trace it continues (also a span link)
 HYPERPARAMETER_PREFIX = "ultralytics.hyp."  # an iteration's or trial's hyperparameters: + its key
-# The embedded file's record of a phase as it opens (end = start); its finished span replaces it, and
-# where none came (SIGKILL) `send` and `report` end it ERROR with UNCLOSED (telemetry/otlp_file.py).
+# The embedded file's record of a phase as it opens: a span of its own id, the phase's child, ended at
+# its start (a zero-length row where a file is read as it is). Where the phase's span came, readers drop
+# the record; where none came (SIGKILL), `send` and `report` make it that span, with the phase's id and
+# parent (the hex id in ATTR_OPEN_PARENT; "" for a root), ERROR with UNCLOSED (telemetry/otlp_file.py).
 ATTR_OPEN = "otel_callbacks.open"
+ATTR_OPEN_PARENT = "otel_callbacks.open.parent_span_id"
 UNCLOSED = "the process ended without closing this phase"
 # A run's root: seconds otel_callbacks spent around its callbacks (the timing table's overhead line).
 ATTR_OVERHEAD = "otel_callbacks.overhead_s"

@@ -239,10 +239,15 @@ def test_an_open_record_is_made_at_export_only_for_a_phase_still_open(tmp_path):
     exporter.export([*queued, ended])
     spans = [s for r in otlp_file._requests(file.traces_path, None) for s in request_spans(r)]
     assert [(s.name, dict(s.attributes)) for s in spans] == [
-        ("open", {"k": 1, sc.ATTR_OPEN: True}),
+        ("open", {"k": 1, sc.ATTR_OPEN: True, sc.ATTR_OPEN_PARENT: ""}),  # a root: no parent
         ("ended", {}),
     ]
-    assert spans[0].start_time == spans[0].end_time
+    record, phase = spans[0], still_open.get_span_context()
+    assert record.start_time == record.end_time
+    assert record.parent.span_id == phase.span_id and record.context.span_id != phase.span_id, (
+        "an id of its own"
+    )
+    assert record.context.trace_id == phase.trace_id
 
 
 def test_announcing_writes_nothing_on_the_callers_thread(tmp_path, monkeypatch):
@@ -256,6 +261,33 @@ def test_announcing_writes_nothing_on_the_callers_thread(tmp_path, monkeypatch):
     (record,) = [s for r in otlp_file._requests(tel.output.traces_path, None) for s in request_spans(r)]
     assert record.name == "train" and record.attributes[sc.ATTR_OPEN] is True
     span.end()
+
+
+def test_a_finished_runs_file_read_as_it_is_holds_each_span_id_once_and_one_root(tmp_path, monkeypatch):
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_BSP_SCHEDULE_DELAY"):
+        monkeypatch.delenv(name, raising=False)
+    tel = telemetry.configure(Settings(output_dir=tmp_path, summary=False))
+    trainer = DetectionTrainer()
+    # The export thread writes the records of the phases open at the first epoch's start.
+    trainer.add_callback("on_train_epoch_start", lambda t: t.epoch == 0 and tel.force_flush(5))
+    run_train(trainer, epochs=2, batches=2)
+    telemetry.shutdown()
+    raw = [s for r in otlp_file._requests(tel.output.traces_path, None) for s in request_spans(r)]
+    ids = [s.context.span_id for s in raw]
+    assert len(ids) == len(set(ids)), "each span id once, as Jaeger's Upload and a collector read it"
+    assert [s.name for s in raw if s.parent is None] == ["train"], "one root"
+    by_id = {s.context.span_id: s for s in raw}
+    records = [s for s in raw if sc.ATTR_OPEN in s.attributes]
+    assert sorted(r.name for r in records) == ["epoch", "train"]
+    for record in records:  # a zero-length row under its phase, at its start
+        phase = by_id[record.parent.span_id]
+        assert (
+            (phase.name, phase.start_time)
+            == (record.name, record.start_time)
+            == (record.name, record.end_time)
+        )
+    read = [s for r in otlp_file.read_file(tel.output.traces_path) for s in request_spans(r)]
+    assert sorted(s.context.span_id for s in read) == sorted(set(ids) - {r.context.span_id for r in records})
 
 
 # Sampled predict runs -------------------------------------------------------------------------

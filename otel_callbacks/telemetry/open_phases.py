@@ -8,13 +8,19 @@ import contextlib
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
 
 from .. import semconv
+from .randomness import PrivateRandomIdGenerator
 from .spans import DirectSpan
+
+_IDS = PrivateRandomIdGenerator()  # the records' own span ids (never the global random)
 
 
 def open_record(span: Any) -> ReadableSpan | None:
-    """A record of a span still open: ended at its start, marked ``semconv.ATTR_OPEN``."""
+    """A record of a span still open: a child of it with an id of its own, ended at its start, marked
+    ``semconv.ATTR_OPEN`` and naming the span's parent (``semconv.ATTR_OPEN_PARENT``), so that a file
+    holds each span id once and a reader can make the span from it where the span never came."""
     if isinstance(span, DirectSpan):
         name, context, parent, resource = span._name, span._context, span._parent, span._tracer.resource
         attributes, start, scope = span._attributes, span._start_time, span._pipeline.scope
@@ -23,12 +29,18 @@ def open_record(span: Any) -> ReadableSpan | None:
         attributes, start, scope = span.attributes, span.start_time, span.instrumentation_scope
     else:
         return None
+    own_id = _IDS.generate_span_id()
+    own = SpanContext(context.trace_id, own_id, False, context.trace_flags, context.trace_state)
+    marks = {
+        semconv.ATTR_OPEN: True,
+        semconv.ATTR_OPEN_PARENT: format(parent.span_id, "016x") if parent is not None else "",
+    }
     return ReadableSpan(
         name,
+        own,
         context,
-        parent,
         resource,
-        {**(attributes or {}), semconv.ATTR_OPEN: True},
+        {**(attributes or {}), **marks},
         start_time=start,
         end_time=start,
         instrumentation_scope=scope,

@@ -111,13 +111,15 @@ def current_file(path: Path) -> Path | None:
 def repaired(
     requests: list[ExportTraceServiceRequest | ExportMetricsServiceRequest],
 ) -> list[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
-    """One process's requests with its open-phase records resolved: a record whose span ended later
-    is dropped; one whose span never ended (SIGKILL, power loss) becomes that span, ERROR
-    ``semconv.UNCLOSED``, ended at the last moment the requests hold (a span's end, an unclosed
-    phase's start, a metric point where metrics are among them), so the tree has no orphans, no
-    child outlives its parent and the phases keep their ids."""
+    """One process's requests with its open-phase records resolved: a record whose phase's span came
+    later is dropped; one whose phase never ended (SIGKILL, power loss) becomes that phase's span,
+    with its id and parent, ERROR ``semconv.UNCLOSED``, ended at the last moment the requests hold (a
+    span's end, an unclosed phase's start, a metric point where metrics are among them), so the tree
+    has no orphans, no child outlives its parent and the phases keep their ids. (A record written
+    before records had ids of their own carries its phase's id and parent, and no
+    ``semconv.ATTR_OPEN_PARENT``.)"""
     closed: set[bytes] = set()
-    records: list[tuple[Any, Any]] = []
+    records: list[tuple[Any, Any, bytes]] = []  # scope spans, record, its phase's id
     last = 0
     for request in requests:
         if isinstance(request, ExportMetricsServiceRequest):
@@ -125,17 +127,22 @@ def repaired(
             continue
         for scope_spans in (ss for rs in request.resource_spans for ss in rs.scope_spans):
             for span in scope_spans.spans:
-                if any(kv.key == semconv.ATTR_OPEN for kv in span.attributes):
-                    records.append((scope_spans, span))
-                else:
+                marks = {kv.key: kv.value for kv in span.attributes if kv.key.startswith(semconv.ATTR_OPEN)}
+                if semconv.ATTR_OPEN not in marks:
                     closed.add(span.span_id)
                     last = max(last, span.end_time_unix_nano)
-    last = max([last, *(span.start_time_unix_nano for _, span in records if span.span_id not in closed)])
-    for scope_spans, span in records:
-        if span.span_id in closed:
+                elif semconv.ATTR_OPEN_PARENT in marks:
+                    span.span_id, parent = span.parent_span_id, marks[semconv.ATTR_OPEN_PARENT].string_value
+                    span.parent_span_id = bytes.fromhex(parent)
+                    records.append((scope_spans, span, span.span_id))
+                else:
+                    records.append((scope_spans, span, span.span_id))
+    last = max([last, *(span.start_time_unix_nano for _, span, phase in records if phase not in closed)])
+    for scope_spans, span, phase in records:
+        if phase in closed:
             scope_spans.spans.remove(span)
             continue
-        kept = [kv for kv in span.attributes if kv.key != semconv.ATTR_OPEN]
+        kept = [kv for kv in span.attributes if not kv.key.startswith(semconv.ATTR_OPEN)]
         del span.attributes[:]
         span.attributes.extend(kept)
         span.end_time_unix_nano = last
