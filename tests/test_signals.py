@@ -147,3 +147,45 @@ def test_a_ddp_launch_open_when_the_telemetry_shuts_down_ends_with_the_reason(re
         "terminated by SIGTERM",
     )
     assert "TRACEPARENT" not in os.environ, "the environment as it was"
+
+
+FORKED = """
+import multiprocessing, os, sys, time
+from tests.engines import DetectionTrainer
+
+trainer = DetectionTrainer()
+for event in ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start"):
+    trainer.run_callbacks(event)
+trainer.epoch = 0
+trainer.run_callbacks("on_train_epoch_start")  # the run and its epoch open; SIGTERM armed
+time.sleep(0.8)  # their records in the file
+child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+child.start()
+time.sleep(0.5)
+child.terminate()  # SIGTERM, into the handler it inherited
+child.join()
+assert child.exitcode == -15, child.exitcode
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: the child's atexit runs
+assert os.waitpid(pid, 0)[1] == 0
+for event in ("on_train_batch_start", "on_train_batch_end", "on_train_epoch_end", "on_fit_epoch_end",
+              "on_train_end", "teardown"):
+    trainer.run_callbacks(event)
+"""
+
+
+def test_a_forked_child_never_ends_or_writes_the_parents_spans(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST"))}
+    environment.update(PYTHONPATH=str(ROOT), OTEL_CALLBACKS_DIR=str(tmp_path), OTEL_CALLBACKS_SUMMARY="0")
+    out = subprocess.run([sys.executable, "-c", FORKED], env=environment, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = list(tmp_path.glob("*.traces*.jsonl"))
+    assert len(files) == 1, "the parent's file alone"
+    raw = [s for r in otlp_file._requests(files[0], None) for s in request_spans(r)]
+    ids = [s.context.span_id for s in raw]
+    assert len(ids) == len(set(ids)), "each span id once: no copy of the parent's spans from a child"
+    assert {s.status.description for s in raw} == {None}, "nothing ended by the children's SIGTERM or exit"
+    (train,) = [s for s in raw if s.name == "train" and sc.ATTR_OPEN not in s.attributes]
+    assert train.status.status_code is StatusCode.UNSET
+    assert any(sc.ATTR_OPEN in s.attributes for s in raw), "the parent's records were written before"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from .. import semconv
 from ..config import Settings
 from ..version import __version__
 from . import exporter_logs, signals
+from .counters import counters
 from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
 from .health import HealthInstruments
 from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
@@ -77,24 +79,7 @@ class Telemetry:
         self.phase_duration = durations(
             semconv.METRIC_PHASE_DURATION, "Duration of each training phase (epoch, batch, val, ...)"
         )
-        self.slow_counter = meter.create_counter(
-            semconv.METRIC_CALLBACK_SLOW,
-            unit="{invocation}",
-            description="Callback invocations over the slow threshold",
-        )
-        self.epoch_restarts = meter.create_counter(
-            semconv.METRIC_EPOCH_RESTARTS,
-            unit="{restart}",
-            description="Epochs that Ultralytics started again (OOM retry, NaN recovery), by reason",
-        )
-        for reason in semconv.RESTART_REASONS:  # from 0: Prometheus' increase() sees the first restart
-            attributes = {semconv.ATTR_RESTART_REASON: reason, semconv.ATTR_MODE: semconv.MODE_TRAIN}
-            self.epoch_restarts.add(0, attributes, context=NO_CONTEXT)
-        self.error_counter = meter.create_counter(
-            semconv.METRIC_TELEMETRY_ERRORS,
-            unit="{error}",
-            description="Failures of the telemetry layer itself (never of the training)",
-        )
+        self.slow_counter, self.epoch_restarts, self.error_counter = counters(meter)
         # No observations: this instrument exists so that every reader's collection (push or pull)
         # first flushes the buffered histograms into the SDK, under the SDK's collection lock.
         meter.create_observable_gauge("otel_callbacks.flush", callbacks=[self._flush_on_collect], unit="1")
@@ -297,4 +282,15 @@ def shutdown(timeout: float | None = None, reason: str = "process exit") -> bool
     return current is None or current.shutdown(timeout, reason)
 
 
+def _forked() -> None:
+    """In a child forked while a run was open (``multiprocessing``'s default on Linux, a callback's
+    ``os.fork()``): the telemetry is the parent's, its runs, spans and files too. The child forgets it
+    without ending anything, so that neither its exit nor a SIGTERM (``Process.terminate()``) ends,
+    writes or exports the parent's spans; a callback the child fires configures its own."""
+    global active
+    active = None
+
+
 atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
