@@ -162,3 +162,29 @@ def test_values_outside_the_busiest_bucket_are_bucketed_exactly(values):
     buffered = BufferedHistogram(histogram, mergeable=True)
     buffered.buffer(ATTRS).extend(values)
     assert summary(collect(reader, buffered)) == reference(values)
+
+
+class Sink(list):
+    def add(self, values):
+        self.extend(values)
+
+
+def test_a_restart_holds_only_while_no_list_was_drained_or_given_another_sink():
+    # A quiet predict run's start (tracing/quiet_runs.py): the values so far are no longer the sink's.
+    _provider, reader, histogram = make()
+    buffered = BufferedHistogram(histogram)
+    values, sink = buffered.buffer(ATTRS), Sink()
+    version = buffered.redirect([(values, sink)])
+    sources = buffered.sources([values])
+    values += [1, 2]
+    assert buffered.restart(sources, version)
+    values.append(3)
+    collect(reader, buffered)
+    assert sink == [3], "a drain gives the sink what came after the restart"
+    assert not buffered.restart(sources, version), "drained since"
+    version = buffered.redirect([(values, sink)])
+    assert buffered.redirect([(values, sink)]) == version, "the same sink: nothing changes hands"
+    values.append(4)
+    buffered.redirect([(values, Sink())])
+    assert not buffered.restart(sources, version), "another sink since"
+    assert sink == [3, 4], "handed over: what the list held was the old sink's"

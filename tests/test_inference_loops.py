@@ -124,7 +124,7 @@ def test_the_runs_overhead_counts_its_start_and_end(recorded, monkeypatch):
 def test_the_one_time_probe_is_not_the_first_runs_overhead(recorded, monkeypatch):
     tracker = current_tracker()
     monkeypatch.setattr(tracker, "fast_call_ns", None)
-    monkeypatch.setattr(tracker, "_calibrate", lambda tel: spin(50_000_000) or 100.0)
+    monkeypatch.setattr(tracker, "_calibrate", lambda tel: spin(50_000_000) or (100.0, 10.0))
     run_predict(DetectionPredictor())
     assert tracker.fast_call_ns == 100.0, "probed at the first run's end"
     assert tracker.last_report.overhead_ns < 50_000_000

@@ -393,7 +393,7 @@ def test_the_root_ends_after_its_last_callback_though_the_clock_moves_while_the_
 
     def drifting_probe(tel):
         monkeypatch.setattr(clock, "_offset", clock._offset - 1_000_000)
-        return 0.0
+        return 0.0, 0.0
 
     tracker = tracing.current_tracker()
     monkeypatch.setattr(tracker, "_calibrate", drifting_probe)

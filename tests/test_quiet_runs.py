@@ -12,6 +12,7 @@ from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
 from otel_callbacks import telemetry
+from otel_callbacks.hooks import PREDICTOR_EVENTS
 from otel_callbacks.tracing import current_tracker
 from tests.engines import DetectionPredictor, run_predict
 from tests.test_inference_loops import QUIET, spin
@@ -212,3 +213,16 @@ def test_a_failing_summary_never_reaches_the_prediction(recorded, monkeypatch):
     assert telemetry.current().errors_seen["BrokenPipeError"] >= 3
     phases = {a[sc.ATTR_PHASE]: p.count for a, p in recorded.points(sc.METRIC_PHASE_DURATION)}
     assert phases[sc.PHASE_PREDICT] == 1 + 3
+
+
+@pytest.mark.parametrize("settings", [QUIETER], indirect=True)
+def test_a_quiet_runs_calls_count_the_wrappers_cost_not_a_whole_firings_each(recorded, monkeypatch):
+    # Its firings and closes are timed as they happen: each call adds the cost of a call inside a
+    # firing (calibration.CallCosts.call_ns), not that of a firing of its own again.
+    predictor = quiet_predictor(recorded)
+    tracker = current_tracker()
+    monkeypatch.setattr(tracker, "fast_call_ns", 1e9)
+    monkeypatch.setattr(tracker, "inner_call_ns", 1e6)
+    run_predict(predictor, batches=1)
+    calls = sum(len(predictor.callbacks[event]) for event in PREDICTOR_EVENTS)
+    assert calls * 1e6 <= tracker.last_overhead_ns < 1e9

@@ -11,7 +11,6 @@ replayed with ``record``: still exact, just slower.
 
 from __future__ import annotations
 
-import operator
 import threading
 import time
 from collections.abc import Iterable
@@ -83,7 +82,9 @@ class BufferedHistogram:
         # Reentrant: a sink or an allocation inside a drain can run the garbage collector, whose
         # weakref callbacks end a collected engine's run and release its lists on this thread.
         self._lock = threading.RLock()
-        self.drains = 0  # lists drained so far (a sink gets values at a drain, or a hand-over)
+        # Bumped where values or a list leave for a sink (a drain, a redirect to another sink):
+        # :meth:`restart` needs nothing else to know that its handles' sinks still hold.
+        self.version = 0
         self.limit = limit
         """Values a list may hold before the hot path calls :meth:`fold`."""
         self.mergeable = mergeable
@@ -107,7 +108,7 @@ class BufferedHistogram:
         since, source.since = source.since, time.time_ns()
         if not n:
             return
-        self.drains += 1
+        self.version += 1
         values = values_list[:n]
         del values_list[:n]  # appends made meanwhile went to the end and stay for next time
         batch = self._pending.get(source.key)
@@ -134,30 +135,32 @@ class BufferedHistogram:
 
     def redirect(self, pairs: Iterable[tuple[list[int], Any]]) -> int:
         """:meth:`hand_over` with a sink of its own for each list. A list whose sink stays the same
-        gives it nothing now: what it holds so far is no longer that sink's. Returns the drain count
-        as of then (:meth:`restart`)."""
+        gives it nothing now: what it holds so far is no longer that sink's. Returns the version as
+        of then (:meth:`restart`)."""
         with self._lock:
             for values_list, sink in pairs:
                 source = self._sources.get(id(values_list))
                 if source is None:
                     continue
                 n = len(values_list)
-                if source.sink is not None and source.sink is not sink and n > source.skip:
-                    source.sink.add(values_list[source.skip : n])
+                if source.sink is not sink:
+                    self.version += 1
+                    if source.sink is not None and n > source.skip:
+                        source.sink.add(values_list[source.skip : n])
                 source.skip, source.sink = n, sink
-            return self.drains
+            return self.version
 
     def sources(self, values_lists: Iterable[list[int]]) -> list[Any]:
         """Handles on lists, for :meth:`restart`."""
         with self._lock:
             return [self._sources[id(values_list)] for values_list in values_lists]
 
-    def restart(self, sources: list[Any], sinks: list[Any], drains: int) -> bool:
+    def restart(self, sources: list[Any], version: int) -> bool:
         """:meth:`redirect` to the same sinks, kept short (once per predict run), on handles from
         :meth:`sources`: what each list holds so far is no longer its sink's. False, and nothing
-        done, where a list's sink changed or any list was drained since ``drains`` was read."""
+        done, where anything was drained or redirected since ``version`` was read."""
         with self._lock:
-            if drains != self.drains or any(map(operator.is_not, (s.sink for s in sources), sinks)):
+            if version != self.version:
                 return False
             for source in sources:
                 source.skip = len(source.values)

@@ -4,15 +4,27 @@ OpenTelemetry specifies for processes, so a launcher's span can parent the runs 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _VARIABLES = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE"}
+
+
+def _current_context_getter() -> Callable[[], Context]:
+    """``context.get_current`` without its two Python frames, for a check made once per predict
+    call: the runtime context's ContextVar where it is the API's default one, else the function."""
+    variable = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    return variable.get if isinstance(variable, ContextVar) else otel_context.get_current
+
+
+current_context = _current_context_getter()
 
 
 def environment_context(env: Mapping[str, str] | None = None) -> Context | None:

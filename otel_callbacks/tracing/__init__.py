@@ -1,12 +1,12 @@
 """Tracing: the callback wrapper and the phase tracker, which turn calls into spans, durations and
 the run's timing table. The wrapper talks to the tracker through one narrow interface."""
 
-from .calibration import fast_path_cost_ns
+from .calibration import fast_path_costs
 from .tracker import PhaseTracker
 from .trackers import tracker_for
 from .wrapper import InstrumentedCallback, instrument
 
-PhaseTracker.calibrate = staticmethod(fast_path_cost_ns)
+PhaseTracker.calibrate = staticmethod(fast_path_costs)
 
 __all__ = ["InstrumentedCallback", "PhaseTracker", "instrument", "tracker_for"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.metrics import NoOpHistogram
 
@@ -14,15 +14,24 @@ from .tracker import PhaseTracker
 from .wrapper import InstrumentedCallback, _Binding
 
 
+class CallCosts(NamedTuple):
+    """What an unsampled call adds, in ns: as a firing of its own (a training's unsampled batch,
+    whose firings nothing times), and inside a firing (a quiet predict run, whose firings and
+    closes are timed as they happen: counting them again per call would count them twice)."""
+
+    firing_ns: float
+    call_ns: float
+
+
 def _probe(engine: Any) -> None:
-    """The no-op that :func:`fast_path_cost_ns` times."""
+    """The no-op that :func:`fast_path_costs` times."""
 
 
 class _ProbeEngine:
     pass
 
 
-def fast_path_cost_ns(tel: Telemetry, calls: int = 2000) -> float:
+def fast_path_costs(tel: Telemetry, calls: int = 2000) -> CallCosts:
     """The unsampled per-batch path's own cost per call, measured here on a no-op callback.
 
     Runs against a private phase tracker and a scratch histogram, so nothing it does is exported.
@@ -34,12 +43,15 @@ def fast_path_cost_ns(tel: Telemetry, calls: int = 2000) -> float:
     engine = _ProbeEngine()
     state = tracker.enter(engine, probe)
     state.sampled, state.batch_slow_ns, state.threshold_ns = False, 1 << 62, 1 << 62
+    bare = _timed(lambda: _probe(engine), calls)
+    firing = _timed(lambda: probe(engine), calls)  # each call opens a firing and closes it
+    state.first = state.closer = _ProbeEngine  # another callback opens the firing and closes it
+    inner = _timed(lambda: probe(engine), calls)
+    return CallCosts(max(0.0, (firing - bare) / calls), max(0.0, (inner - bare) / calls))
+
+
+def _timed(call: Any, calls: int) -> int:
     start = perf_ns()
     for _ in range(calls):
-        probe(engine)
-    instrumented = perf_ns() - start
-    start = perf_ns()
-    for _ in range(calls):
-        _probe(engine)
-    bare = perf_ns() - start
-    return max(0.0, (instrumented - bare) / calls)
+        call()
+    return perf_ns() - start

@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .. import semconv as sc
+from ..telemetry.propagation import current_context
 from .results import run_name
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class PredictRuns:
         (no current span, no launcher's TRACEPARENT), from a tracer that can defer roots."""
         if self._environment_context is not None:
             return False
-        current = otel_context.get_current()  # mostly empty in a loop: the span lookup skipped
+        current = current_context()  # mostly empty in a loop: the span lookup skipped
         if current and trace.get_current_span(current).get_span_context().is_valid:
             return False
         return self._tracer.defers_roots()

@@ -46,12 +46,11 @@ class QuietRun:
     spans = span_limit = 0  # no sampled spans
 
     __slots__ = (
-        "_drains",
         "_durations",
         "_pooled",
         "_reservoir_size",
-        "_sinks",
         "_sources",
+        "_version",
         "batch_ns",
         "batch_start",
         "batches",
@@ -70,11 +69,10 @@ class QuietRun:
         # should it materialize.
         self.stats: dict[tuple[str, str], CallbackStats] = {}
         self.phase_buffers: tuple[list[int], list[int]] = ([], [])  # predict's, predict_batch's metric
-        # The lists' handles and sinks as of the last begin that set them, and the drain count
-        # then: a begin that finds all the same only marks where this run's values start.
+        # The lists' handles as of the last begin that set their sinks, and the histogram's version
+        # then: a begin that finds it the same only marks where this run's values start.
         self._sources: list[Any] = []
-        self._sinks: list[CallbackStats] = []
-        self._drains = self._pooled = -1
+        self._version = self._pooled = -1
 
     def begin(self, now: int, pool: dict[tuple[Any, str | None], list[int]]) -> None:
         self.start = now
@@ -82,16 +80,15 @@ class QuietRun:
         self.batches = self.batch_ns = self.calls = self.tracking_ns = 0
         self.closing_since: int | None = None
         durations = self._durations
-        if self._pooled == len(pool) and durations.restart(self._sources, self._sinks, self._drains):
+        if self._pooled == len(pool) and durations.restart(self._sources, self._version):
             return
         stats = self.stats
         for name, held in stats.items():
             if held.calls:  # a drain gave it a run's values: the run before's
                 stats[name] = CallbackStats(self._reservoir_size)
         lists = [(values, self._sink(key[0])) for key, values in pool.items() if key[1] is None]
-        self._drains = durations.redirect(lists)  # from now on, what the lists hold is this run's
+        self._version = durations.redirect(lists)  # from now on, what the lists hold is this run's
         self._sources = durations.sources(values for values, _ in lists)
-        self._sinks = [sink for _, sink in lists]
         self._pooled = len(pool)
 
     def _sink(self, binding_key: tuple[Any, ...]) -> CallbackStats:
@@ -125,6 +122,7 @@ class QuietRuns:
     _telemetry: Any
     _tracer: Any
     fast_call_ns: float | None
+    inner_call_ns: float | None
     last_overhead_ns: float | None
 
     def _quiet_start(self, state: EngineState, now: int, starts: int | None = None) -> None:
@@ -236,9 +234,11 @@ class QuietRuns:
             self._phase_time(run.phase_buffers[0], elapsed)
             if self.fast_call_ns is None:
                 self._probe_once(run)
-            fast = self.fast_call_ns  # as Run.finish: the summary's note, like a table, is not counted
-            closing = perf_ns() - run.closing_since
-            self.last_overhead_ns = None if fast is None else run.tracking_ns + run.calls * fast + closing
+            # As Run.finish, with the calls' cost inside the firings that tracking_ns timed; the
+            # summary's note, like a table, is not counted.
+            call_ns, closing = self.inner_call_ns, perf_ns() - run.closing_since
+            own = None if call_ns is None else run.tracking_ns + run.calls * call_ns + closing
+            self.last_overhead_ns = own
             self._tables.quiet_run(elapsed)
         except Exception as exc:  # the telemetry's failure never reaches the prediction
             self._telemetry.report_error(exc)

@@ -99,6 +99,6 @@ class RunLifecycle:
         while active (a shutdown ends runs first): else the probe's call would configure anew."""
         if self.fast_call_ns is None and self._calibrate is not None and self._telemetry is providers.active:
             probed = perf_ns()
-            self.fast_call_ns = self._calibrate(self._telemetry)
+            self.fast_call_ns, self.inner_call_ns = self._calibrate(self._telemetry)
             if run.closing_since is not None:  # the probe is the process's, not this run's overhead
                 run.closing_since += perf_ns() - probed

@@ -43,8 +43,8 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
     """Maps engines to their :class:`EngineState`, detects firings, and starts and ends runs
     (``run_lifecycle.py``)."""
 
-    calibrate: Callable[[Telemetry], float] | None = None
-    """Measures the unsampled path's cost for the overhead line (set by ``tracing/__init__``, which
+    calibrate: Callable[[Telemetry], tuple[float, float]] | None = None
+    """Measures the unsampled path's costs for the overhead line (set by ``tracing/__init__``, which
     assembles the layer: the wrapper it times imports the tracker)."""
 
     def __init__(
@@ -52,7 +52,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         telemetry: Telemetry,
         durations: BufferedHistogram | None = None,
         settings: Settings | None = None,
-        calibrate: Callable[[Telemetry], float] | None = None,
+        calibrate: Callable[[Telemetry], tuple[float, float]] | None = None,
     ) -> None:
         self._telemetry = telemetry
         self._settings = settings or telemetry.settings
@@ -72,7 +72,10 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         # Reentrant: an engine's weakref callback (_forget) runs when the collector does: maybe here.
         self._lock = threading.RLock()
         self._anonymous = self._new_state(lambda: None)
-        self.fast_call_ns: float | None = None  # the unsampled path's own cost, measured once
+        # The unsampled path's own cost per call, measured once (calibration.CallCosts): as a firing
+        # of its own, and inside a firing.
+        self.fast_call_ns: float | None = None
+        self.inner_call_ns: float | None = None
         self.last_report: Report | None = None  # the last table made
         self.last_overhead_ns: float | None = None  # the last run's own overhead (quiet ones too)
         self._predict_sampling = PredictSampling(self._settings)
