@@ -1,4 +1,5 @@
-"""Backend faults never harm a training: down at start, killed mid-run, silent, back after a pause.
+"""Backend faults never harm a training: down at start, killed mid-run (the real Jaeger too), silent,
+back after a pause.
 
 Each case is a real training in a subprocess exporting over OTLP to a socket this test controls.
 In every case: the same results as an uninstrumented training, no callback ever waits on export,
@@ -15,11 +16,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.backends import free_port, wait_until
+from tests.e2e.jaeger import jaeger
 from tests.otlp_receiver import Receiver
 
 EPOCHS = 4
@@ -149,6 +152,23 @@ def test_backend_killed_mid_run(data, tmp_path, baseline):
         result = training.finish()
     finally:
         receiver.stop()
+    check_fault_handled(training, result, baseline)
+
+
+def test_jaeger_stopped_mid_run(data, tmp_path, baseline):
+    service = f"stopped-{uuid.uuid4().hex[:8]}"
+    env = otlp_env("") | {"OTEL_METRICS_EXPORTER": "none", "OTEL_SERVICE_NAME": service}  # traces only
+    training = None
+    try:
+        with jaeger(tmp_path) as server:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.grpc_port}"
+            training = Training(data, tmp_path, env)
+            training.until("EPOCH 0")
+            wait_until(lambda: server.traces(service), 20, "spans in Jaeger while it runs")
+        result = training.finish()  # Jaeger stopped: the rest of the run is exported into the void
+    finally:
+        if training is not None and training.proc.poll() is None:
+            training.proc.kill()
     check_fault_handled(training, result, baseline)
 
 

@@ -1,18 +1,24 @@
 """What a user sees in the real Jaeger: a training sent over OTLP reads as one tree, as the SDK made
 it (its ids, parents, attribute types, errors, events as logs, the resource as the process), with no
-Jaeger warning, and the search finds runs by what a user types."""
+Jaeger warning, and the search finds runs by what a user types; a killed training's file, replayed
+with ``send``, reads as one tree too."""
 
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 
 import pytest
 
+from otel_callbacks import semconv as sc
 from tests.e2e.backends import wait_until
 from tests.e2e.jaeger import jaeger
 from tests.e2e.test_otlp_backends import REAL_TRAINING, run
+from tests.e2e.test_training_faults import signalled
 from tests.test_replay import SYNTHETIC_RUN
+
+SEND = "from otel_callbacks.apps.cli import main; raise SystemExit(main())"
 
 JAEGER_TYPES = {bool: "bool", int: "int64", float: "float64", str: "string"}
 
@@ -120,3 +126,33 @@ def test_otlp_over_either_protocol_arrives_as_one_trace_per_run(backend, protoco
     assert len(ids) == len(set(ids)) and not any(s["warnings"] for s in trace["spans"])
     (failed,) = backend.traces(service, tags={"error.type": "ValueError"})
     assert failed["traceID"] == trace["traceID"]
+
+
+def test_a_sigkilled_training_replayed_with_send_is_one_tree_with_its_open_phases_failed(
+    backend, data, tmp_path
+):
+    # Read as it is, the killed run's file has records whose phases never ended (Jaeger: "invalid
+    # parent span IDs"); send makes each such phase from its record, as the README says.
+    proc = signalled(signal.SIGKILL, data, tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+    service = f"killed-{uuid.uuid4().hex[:8]}"
+    out = run(SEND, exporting_to(backend, "http/protobuf", service), "send", str(tmp_path / "otel"))
+    (found,) = wait_until(lambda: backend.traces(service), 60, "the replayed run in Jaeger")
+    trace = backend.trace(found["traceID"])
+    spans = trace["spans"]
+    assert f"{len(spans)} spans" in out.stdout, "every span sent arrives"
+    assert len({s["spanID"] for s in spans}) == len(spans), "each span id once"
+    assert not trace.get("warnings") and not any(s["warnings"] for s in spans), "no Jaeger warning"
+    (root,) = [s for s in spans if parent_of(s) is None]
+    assert root["operationName"] == sc.PHASE_TRAIN
+    assert tags(root)["error"] == ("bool", True)
+    assert tags(root)["otel.status_description"] == ("string", sc.UNCLOSED)
+    epochs = sorted(
+        (s for s in spans if s["operationName"] == sc.PHASE_EPOCH), key=lambda s: tags(s)[sc.ATTR_EPOCH][1]
+    )
+    assert [tags(e)[sc.ATTR_EPOCH][1] for e in epochs] == [1, 2]
+    assert all(parent_of(e) == root["spanID"] for e in epochs)
+    assert "error" not in tags(epochs[0]), "the epoch that finished is kept as it was"
+    assert tags(epochs[1])["otel.status_description"] == ("string", sc.UNCLOSED)
+    ids = {s["spanID"] for s in spans}
+    assert all(parent_of(s) in ids for s in spans if s is not root), "no orphan"
