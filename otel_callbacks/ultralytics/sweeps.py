@@ -5,7 +5,9 @@ iteration starts where ``Tuner._mutate`` is called (its hyperparameters) and end
 starts or the sweep ends; Ultralytics 8.4's ``Tuner._result_record`` gives it its fitness, the task's
 main metric and the datasets that failed (ERROR; the sweep goes on, as Ultralytics' does). 8.3's has
 no such record: its training's exit status (through the ``subprocess`` its module calls) and its row
-of ``tune_results.csv`` say the same. The root names the best iteration and links to it.
+of ``tune_results.csv`` say the same. The root names the best iteration, by attributes and not by
+a span link: Jaeger makes a link a FOLLOWS_FROM reference, and its UI takes a root's first reference
+for its parent, which would hang the root under its own iteration.
 ``MultiTrainer.train`` is a ``multitrain`` span with each dataset's training under it. The trainings
 run in ``yolo train`` subprocesses, which join the trace and are instrumented through ``launch.py``.
 """
@@ -80,7 +82,7 @@ class _Sweep:
         self.iteration: launch.Launch | None = None
         self.failure: str | None = None
         self.result: dict[str, Any] = {}
-        self.best: tuple[float, int, Any] | None = None  # fitness, iteration, span context
+        self.best: tuple[float, int] | None = None  # fitness, iteration
 
     def start_iteration(self, hyp: dict[str, Any]) -> None:
         self.end_iteration()
@@ -110,7 +112,7 @@ class _Sweep:
         fitness = self.result.get(sc.result_attribute("fitness"))
         ok = self.failure is None and error is None and fitness is not None and not math.isnan(fitness)
         if ok and (self.best is None or fitness > self.best[0]):  # the first of equals, as Ultralytics
-            self.best = (fitness, self.done, iteration.span.get_span_context())
+            self.best = (fitness, self.done)
         iteration.end(error, self.failure, self.result)
 
     def end(self, error: BaseException | None) -> None:
@@ -119,10 +121,8 @@ class _Sweep:
             return
         attributes: dict[str, Any] = {}
         if self.best is not None:
-            fitness, number, context = self.best
+            fitness, number = self.best
             attributes = {sc.ATTR_TUNE_BEST_ITERATION: number, sc.ATTR_TUNE_BEST_FITNESS: fitness}
-            if hasattr(self.root.span, "add_link"):
-                self.root.span.add_link(context, {sc.ATTR_TUNE_BEST_ITERATION: number})
         self.root.end(error, None, attributes)
 
 

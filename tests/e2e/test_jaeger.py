@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -15,7 +17,8 @@ from otel_callbacks import semconv as sc
 from tests.e2e.backends import wait_until
 from tests.e2e.jaeger import jaeger
 from tests.e2e.test_otlp_backends import REAL_TRAINING, run
-from tests.e2e.test_training_faults import signalled
+from tests.e2e.test_training_faults import TRAIN, signalled, training_env
+from tests.e2e.versions import ULTRALYTICS_8_4
 from tests.test_replay import SYNTHETIC_RUN
 
 SEND = "from otel_callbacks.apps.cli import main; raise SystemExit(main())"
@@ -156,3 +159,43 @@ def test_a_sigkilled_training_replayed_with_send_is_one_tree_with_its_open_phase
     assert tags(epochs[1])["otel.status_description"] == ("string", sc.UNCLOSED)
     ids = {s["spanID"] for s in spans}
     assert all(parent_of(s) in ids for s in spans if s is not root), "no orphan"
+
+
+@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="Ultralytics 8.3 has no OOM auto-retry: the OOM crashes it")
+def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epoch(backend, data, tmp_path):
+    service = f"oom-{uuid.uuid4().hex[:8]}"
+    env = training_env(tmp_path) | exporting_to(backend, "grpc", service)
+    out = subprocess.run(
+        [sys.executable, "-c", TRAIN, "oom", str(data), str(tmp_path), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "FINISHED" in out.stdout, out.stderr[-3000:]
+    (found,) = wait_until(
+        lambda: [t for t in backend.traces(service) if any(parent_of(s) is None for s in t["spans"])],
+        60,
+        "the run and its root in Jaeger",
+    )
+    trace = backend.trace(found["traceID"])
+    spans = trace["spans"]
+    assert len({s["spanID"] for s in spans}) == len(spans) and not any(s["warnings"] for s in spans)
+    (root,) = [s for s in spans if parent_of(s) is None]
+    assert "error" not in tags(root), "a retried run is no failed run"
+    restarts = [
+        {f["key"]: f["value"] for f in log["fields"]}
+        for log in root["logs"]
+        if {"key": "event", "type": "string", "value": sc.EVENT_EPOCH_RESTART} in log["fields"]
+    ]
+    assert [r[sc.ATTR_RESTART_REASON] for r in restarts] == [sc.RESTART_OUT_OF_MEMORY]
+    epochs = sorted((s for s in spans if s["operationName"] == sc.PHASE_EPOCH), key=lambda s: s["startTime"])
+    assert [tags(e)[sc.ATTR_EPOCH][1] for e in epochs] == [1, 1, 2]
+    assert all(parent_of(e) == root["spanID"] for e in epochs), "the attempt is the retried epoch's sibling"
+    assert tags(epochs[0])["otel.status_description"] == (
+        "string",
+        "CPU out of memory: batch 4 -> 2, epoch 1 restarted",
+    )
+    assert ["error" in tags(e) for e in epochs] == [True, False, False]
+    failed_batches = [s for s in spans if parent_of(s) == epochs[0]["spanID"] and "error" in tags(s)]
+    assert [s["operationName"] for s in failed_batches] == [sc.PHASE_BATCH], "with its failed batch"

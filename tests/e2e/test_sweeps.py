@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from opentelemetry.trace import StatusCode
 from otel_callbacks import semconv as sc
 from otel_callbacks.apps import demo
 from otel_callbacks.apps import report as otel_report
+from tests.e2e.backends import wait_until
+from tests.e2e.jaeger import jaeger
+from tests.e2e.test_jaeger import SEND, exporting_to, parent_of, tags
+from tests.e2e.test_otlp_backends import run as run_with_env
 from tests.e2e.test_report import ARTIFACTS, COMMAND, browser_available, open_page
 from tests.e2e.test_training_faults import file_tree
 
@@ -171,8 +176,7 @@ def test_model_tune_is_one_trace_with_an_iteration_each_and_a_failed_one(tuned):
     assert best in (1, 3)
     best_fitness = iterations[best - 1].attributes[sc.result_attribute("fitness")]
     assert root.attributes[sc.ATTR_TUNE_BEST_FITNESS] == best_fitness
-    (link,) = root.links
-    assert link.context.span_id == iterations[best - 1].context.span_id
+    assert not root.links, "no link to its own iteration: Jaeger would make the root its child"
     (crashed,) = trainings_under(tree, failed)
     assert crashed.status.status_code is StatusCode.ERROR
     assert crashed.status.description == "ValueError: loss exploded (raised by the test)"
@@ -245,3 +249,25 @@ def test_the_report_shows_the_sweep_best_first_and_opens_an_iteration_in_the_tra
         assert otel_report.OUTSIDE_TRAINING in shares and sum(int(v[:-1]) for v in shares.values()) <= 101
     assert f'"{sc.ATTR_TUNE_ITERATION}": {best[0]}' in shown["detail"], "the best row opens its iteration"
     assert shot.stat().st_size > 10_000
+
+
+def test_model_tune_replayed_into_jaeger_is_one_tree_with_no_warning(tuned, tmp_path):
+    service = f"tune-{uuid.uuid4().hex[:8]}"
+    with jaeger(tmp_path) as backend:
+        run_with_env(SEND, exporting_to(backend, "http/protobuf", service), "send", str(tuned / "otel"))
+        (found,) = wait_until(lambda: backend.traces(service), 60, "the sweep in Jaeger")
+        trace = backend.trace(found["traceID"])
+    spans = trace["spans"]
+    assert len({s["spanID"] for s in spans}) == len(spans), "each span id once"
+    assert not trace.get("warnings") and not any(s["warnings"] for s in spans), "no Jaeger warning"
+    # Jaeger's UI takes a span's first reference, CHILD_OF or FOLLOWS_FROM, for its parent.
+    (root,) = [s for s in spans if not s["references"]]
+    assert root["operationName"] == sc.PHASE_TUNE and "error" not in tags(root)
+    ids = {s["spanID"]: s for s in spans}
+    assert all(s["references"][0]["spanID"] in ids for s in spans if s is not root), "no orphan"
+    iterations = sorted(
+        (s for s in spans if parent_of(s) == root["spanID"] and s["operationName"] == sc.PHASE_ITERATION),
+        key=lambda s: tags(s)[sc.ATTR_TUNE_ITERATION][1],
+    )
+    assert ["error" in tags(i) for i in iterations] == [False, True, False], "the second one failed"
+    assert tags(root)[sc.ATTR_TUNE_BEST_ITERATION][1] in (1, 3)
