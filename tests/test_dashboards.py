@@ -285,3 +285,14 @@ def test_readme_explains_every_panel_and_alert(dashboard):
     for rule in load_yaml(DASHBOARDS / "prometheus" / "alerts.yml")["groups"][0]["rules"]:
         assert rule["alert"] in readme
     assert "docker compose -f dashboards/collector/compose.yaml up" in readme
+
+
+def test_compose_names_the_jaeger_and_collector_releases_that_ci_runs(compose):
+    images = {name: service["image"] for name, service in compose["services"].items()}
+    ci = ROOT / ".ci"
+    contrib = re.search(r"collector-contrib/\S+ v(\S+)", (ci / "otelcol" / "go.mod").read_text())[1]
+    assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{contrib}"
+    jaeger = (ci / "jaeger" / "go.mod").read_text()
+    minor, patch = re.search(r"jaegertracing/jaeger v1\.(\d+)\.(\d+)", jaeger).groups()
+    # The Jaeger module's v1 tags carry the v2 release 63 minors behind: v1.75.0 is Jaeger 2.12.0.
+    assert images["jaeger"] == f"jaegertracing/jaeger:2.{int(minor) - 63}.{patch}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,8 +18,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -27,14 +31,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def missing(message: str) -> NoReturn:
+    """Skip, or fail where CI requires every backend (``OTEL_CALLBACKS_REQUIRE_BACKENDS=1``)."""
+    if os.environ.get("OTEL_CALLBACKS_REQUIRE_BACKENDS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require(executable: str, hint: str) -> str:
     path = shutil.which(executable)
     if path is None:
-        message = f"{executable} is not installed ({hint})"
-        if os.environ.get("OTEL_CALLBACKS_REQUIRE_BACKENDS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{executable} is not installed ({hint})")
     return path
+
+
+def go_release(name: str, module: str) -> str:
+    """The release of ``module`` that ``.ci/<name>/go.mod`` pins, which names its cached build."""
+    go_mod = ROOT / ".ci" / name / "go.mod"
+    return re.search(rf"^\s*{re.escape(module)} (v\S+)", go_mod.read_text(), re.MULTILINE).group(1)
+
+
+def go_program(name: str, module: str) -> str:
+    """A program that ``.ci/build_go.sh`` built from the Go module proxy (CI runs it), cached by release."""
+    cache = Path(os.environ.get("OTEL_CALLBACKS_CACHE", Path.home() / ".cache" / "otel-callbacks"))
+    binary = cache / f"{name}-{go_release(name, module)}" / name
+    if not binary.exists():
+        missing(f"{name} is not built ({binary}: run .ci/build_go.sh {name} ...)")
+    return str(binary)
 
 
 def get_json(url: str, timeout: float = 5.0):
@@ -81,8 +104,11 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, targets: list[str], rule_files: list[str] = ()) -> Iterator[str]:
-    """A real Prometheus scraping ``targets`` every second; yields its base URL."""
+def prometheus(
+    tmp: Path, targets: list[str], rule_files: list[str] = (), honor_labels: bool = False
+) -> Iterator[str]:
+    """A real Prometheus scraping ``targets`` every second; yields its base URL. ``honor_labels``: keep
+    the target's ``job`` and ``instance`` (a collector's, as ``dashboards/collector/prometheus.yml``)."""
     binary = require("prometheus", "apt-get install -y --no-install-recommends prometheus")
     port = free_port()
     config = tmp / "prometheus.yml"
@@ -91,7 +117,13 @@ def prometheus(tmp: Path, targets: list[str], rule_files: list[str] = ()) -> Ite
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": list(rule_files),
-                "scrape_configs": [{"job_name": "otel-callbacks", "static_configs": [{"targets": targets}]}],
+                "scrape_configs": [
+                    {
+                        "job_name": "otel-callbacks",
+                        "honor_labels": honor_labels,
+                        "static_configs": [{"targets": targets}],
+                    }
+                ],
             }
         )
     )
@@ -125,10 +157,11 @@ def prometheus_exporter_env(port: int, service: str) -> dict[str, str]:
     }
 
 
-def promql(url: str, query: str) -> list[dict]:
+def promql(url: str, query: str, at: float | None = None) -> list[dict]:
+    """An instant query (at ``at``, a Unix time; now by default) that must evaluate without error."""
     from urllib.parse import quote
 
-    answer = get_json(f"{url}/api/v1/query?query={quote(query)}")
+    answer = get_json(f"{url}/api/v1/query?query={quote(query)}" + (f"&time={at}" if at else ""))
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
 

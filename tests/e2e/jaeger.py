@@ -1,4 +1,4 @@
-"""The real Jaeger (v2, built from the Go module proxy by ``.ci/jaeger/build.sh``, cached by version):
+"""The real Jaeger (v2, built from the Go module proxy by ``.ci/build_go.sh``, cached by release):
 started on 127.0.0.1 and free ports with in-memory storage, stopped by the test; and what its UI
 reads, through the query API the UI calls."""
 
@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,26 +14,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.e2e.backends import free_port, get_json, process, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-GO_MOD = ROOT / ".ci" / "jaeger" / "go.mod"
-
-
-def jaeger_version() -> str:
-    """The release the tool module pins (``.ci/jaeger/go.mod``), which names the cached build."""
-    return re.search(r"github\.com/jaegertracing/jaeger (v\S+)", GO_MOD.read_text()).group(1)
+from tests.e2e.backends import free_port, get_json, go_program, process, wait_until
 
 
 def jaeger_binary() -> str:
-    cache = Path(os.environ.get("OTEL_CALLBACKS_CACHE", Path.home() / ".cache" / "otel-callbacks"))
-    binary = cache / f"jaeger-{jaeger_version()}" / "jaeger"
-    if not binary.exists():
-        message = f"Jaeger is not built ({binary}: run .ci/jaeger/build.sh)"
-        if os.environ.get("OTEL_CALLBACKS_REQUIRE_BACKENDS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(binary)
+    return go_program("jaeger", "github.com/jaegertracing/jaeger")
 
 
 @dataclass
