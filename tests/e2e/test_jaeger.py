@@ -161,13 +161,13 @@ def test_a_sigkilled_training_replayed_with_send_is_one_tree_with_its_open_phase
     assert all(parent_of(s) in ids for s in spans if s is not root), "no orphan"
 
 
-@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="Ultralytics 8.3 has no OOM auto-retry: the OOM crashes it")
-def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epoch(backend, data, tmp_path):
-    service = f"oom-{uuid.uuid4().hex[:8]}"
-    env = training_env(tmp_path) | exporting_to(backend, "grpc", service)
+def train_into(backend, fault: str, data, tmp_path, epochs: int) -> tuple[str, dict, dict]:
+    """A real training with ``fault`` (``test_training_faults.TRAIN``) sent over OTLP/gRPC: its service,
+    its trace as the UI reads it, checked for warnings and repeated ids, and its root."""
+    service = f"{fault}-{uuid.uuid4().hex[:8]}"
     out = subprocess.run(
-        [sys.executable, "-c", TRAIN, "oom", str(data), str(tmp_path), "2"],
-        env=env,
+        [sys.executable, "-c", TRAIN, fault, str(data), str(tmp_path), str(epochs)],
+        env=training_env(tmp_path) | exporting_to(backend, "grpc", service),
         capture_output=True,
         text=True,
         timeout=600,
@@ -182,12 +182,34 @@ def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epo
     spans = trace["spans"]
     assert len({s["spanID"] for s in spans}) == len(spans) and not any(s["warnings"] for s in spans)
     (root,) = [s for s in spans if parent_of(s) is None]
-    assert "error" not in tags(root), "a retried run is no failed run"
-    restarts = [
+    return service, trace, root
+
+
+def logs_named(span: dict, event: str) -> list[dict[str, object]]:
+    return [
         {f["key"]: f["value"] for f in log["fields"]}
-        for log in root["logs"]
-        if {"key": "event", "type": "string", "value": sc.EVENT_EPOCH_RESTART} in log["fields"]
+        for log in span["logs"]
+        if {"key": "event", "type": "string", "value": event} in log["fields"]
     ]
+
+
+def test_an_early_stopped_training_is_found_by_its_stop_reason(backend, data, tmp_path):
+    service, trace, root = train_into(backend, "patience", data, tmp_path, epochs=10)
+    assert "error" not in tags(root)
+    assert tags(root)[sc.ATTR_STOP_REASON] == ("string", sc.STOP_EARLY_STOPPING)
+    (stopped,) = logs_named(root, sc.EVENT_EARLY_STOP)
+    assert stopped[sc.ATTR_MESSAGE].endswith("of 10 epochs")
+    found = backend.traces(service, tags={sc.ATTR_STOP_REASON: sc.STOP_EARLY_STOPPING})
+    assert [t["traceID"] for t in found] == [trace["traceID"]]
+    assert backend.traces(service, tags={sc.ATTR_STOP_REASON: sc.STOP_TIME_LIMIT}) == []
+
+
+@pytest.mark.skipif(not ULTRALYTICS_8_4, reason="Ultralytics 8.3 has no OOM auto-retry: the OOM crashes it")
+def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epoch(backend, data, tmp_path):
+    _, trace, root = train_into(backend, "oom", data, tmp_path, epochs=2)
+    spans = trace["spans"]
+    assert "error" not in tags(root), "a retried run is no failed run"
+    restarts = logs_named(root, sc.EVENT_EPOCH_RESTART)
     assert [r[sc.ATTR_RESTART_REASON] for r in restarts] == [sc.RESTART_OUT_OF_MEMORY]
     epochs = sorted((s for s in spans if s["operationName"] == sc.PHASE_EPOCH), key=lambda s: s["startTime"])
     assert [tags(e)[sc.ATTR_EPOCH][1] for e in epochs] == [1, 1, 2]

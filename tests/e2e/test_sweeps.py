@@ -196,9 +196,17 @@ def test_a_multitrainer_is_one_root_with_a_training_per_dataset(data, tmp_path):
     assert all(len(children(tree, t, sc.PHASE_EPOCH)) == 1 for t in trainings)
 
 
-def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
+@pytest.fixture(scope="module")
+def resumed(data, tmp_path_factory):
+    """The directory of a real training interrupted in its second epoch, then resumed."""
+    tmp_path = tmp_path_factory.mktemp("resume")
     stdout = run(RESUME, str(data), str(tmp_path / "runs"), tmp_path=tmp_path)
     assert "INTERRUPTED" in stdout and "RESUMED" in stdout
+    return tmp_path
+
+
+def test_a_resumed_training_links_to_the_run_it_resumes(resumed):
+    tmp_path = resumed
     tree = file_tree(tmp_path / "otel")
     first, resumed = sorted((s for s in tree.spans if s.parent is None), key=lambda s: s.start_time)
     assert first.status.description == "interrupted (KeyboardInterrupt)"
@@ -210,6 +218,25 @@ def test_a_resumed_training_links_to_the_run_it_resumes(data, tmp_path):
     epochs = [e.attributes[sc.ATTR_EPOCH] for e in children(tree, resumed, sc.PHASE_EPOCH)]
     assert epochs == [2, 3], "Ultralytics' numbering"
     assert (tmp_path / "runs" / "run" / "weights" / "otel_trace.json").exists()
+
+
+def test_a_resumed_training_in_jaeger_refers_to_the_run_it_resumes(resumed, tmp_path):
+    # Jaeger makes the link a FOLLOWS_FROM reference; the run it names is another trace, so its UI
+    # keeps the resumed root a root, and offers the reference as a link to that trace.
+    service = f"resume-{uuid.uuid4().hex[:8]}"
+    with jaeger(tmp_path) as backend:
+        run_with_env(SEND, exporting_to(backend, "http/protobuf", service), "send", str(resumed / "otel"))
+        traces = wait_until(lambda: len(t := backend.traces(service)) == 2 and t, 60, "both runs in Jaeger")
+    roots = sorted(
+        (s for t in traces for s in t["spans"] if parent_of(s) is None), key=lambda s: s["startTime"]
+    )
+    assert [r["operationName"] for r in roots] == [sc.PHASE_TRAIN] * 2, "one root each"
+    first, again = roots
+    assert again["references"] == [
+        {"refType": "FOLLOWS_FROM", "traceID": first["traceID"], "spanID": first["spanID"]}
+    ]
+    assert tags(again)[sc.ATTR_RESUME_TRACE_ID] == ("string", first["traceID"])
+    assert not any(s["warnings"] for t in traces for s in t["spans"]), "no Jaeger warning"
 
 
 def test_the_report_shows_the_sweep_best_first_and_opens_an_iteration_in_the_trace(tuned):
