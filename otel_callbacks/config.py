@@ -128,6 +128,8 @@ class Limits:
     """The fewest batch times that define that median."""
     failures: int = 100
     """Reasons kept per run for phases that did not close normally (the rest are counted)."""
+    stall_spans: int = 8
+    """``stall`` spans per hung call: at 1, 2, 4... times its slow threshold (tracing/watchdog.py)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ class Settings:
     summary_interval: float = 600.0
     """``OTEL_CALLBACKS_SUMMARY_INTERVAL``: the fewest seconds between two summaries of short runs in a
     long-lived process (the last one is printed at exit)."""
+    watchdog_interval: float = 1.0
+    """``OTEL_CALLBACKS_WATCHDOG_INTERVAL``: seconds between two looks of the watchdog thread at the
+    calls in progress: a call that runs past its slow threshold is counted slow then, and its run's
+    trace gets a ``stall`` span with every thread's stack (0: no watchdog)."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
     handle_sigterm: bool = True
@@ -218,6 +224,9 @@ class Settings:
                 env, "OTEL_CALLBACKS_TABLE_MIN_DURATION", cls.table_min_duration
             ),
             summary_interval=_seconds(env, "OTEL_CALLBACKS_SUMMARY_INTERVAL", cls.summary_interval),
+            watchdog_interval=_seconds_or_zero(
+                env, "OTEL_CALLBACKS_WATCHDOG_INTERVAL", cls.watchdog_interval
+            ),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
             handle_sigterm=_bool(env, "OTEL_CALLBACKS_SIGTERM", cls.handle_sigterm),

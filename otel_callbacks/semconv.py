@@ -199,5 +199,12 @@ RUN_ATTRIBUTES = {
 # Span events.
 EVENT_SLOW_CALLBACK = "slow_callback"
 ATTR_SLOW = "ultralytics.slow"  # true on a slow invocation's span (with its event): a tag to search by
+
+# A call that hangs, seen while it hangs (tracing/watchdog.py): a span from the call's start to the
+# moment it was seen, in the call's phase, repeated with backoff.
+SPAN_STALL = "stall"
+ATTR_STALL_DURATION = "ultralytics.stall.duration_s"  # how long the call had run then
+ATTR_STALL_STACKS = "ultralytics.stall.stacks"  # every thread's stack, as faulthandler prints them
+ATTR_THREAD_NAME = "thread.name"  # the hung call's thread (OpenTelemetry's attribute)
 EVENT_EPOCH_RESTART = "epoch_restart"  # on the root, one per restarted epoch
 EVENT_EARLY_STOP = "early_stop"  # on the root, when the training stopped before its planned epochs

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,10 @@ def recorded(request, settings, monkeypatch):
         monkeypatch.setattr(SpanStarter, "start_span", tracked)
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader], views=metric_views())
+    if settings.watchdog_interval == Settings.watchdog_interval:
+        # The watchdog only where a test sets its interval: else a slow call of a test's would get
+        # stall spans by chance, as the watchdog's look happened to fall inside it.
+        settings = replace(settings, watchdog_interval=0)
     telemetry.configure(settings, tracer_provider=tracer_provider, meter_provider=meter_provider)
     if settings.enabled and settings.direct_spans:
         assert telemetry.current().spans.direct is direct

@@ -1,12 +1,16 @@
 """Tracing: the callback wrapper and the phase tracker, which turn calls into spans, durations and
 the run's timing table. The wrapper talks to the tracker through one narrow interface."""
 
+from . import watchdog
 from .calibration import fast_path_costs
 from .tracker import PhaseTracker
 from .trackers import tracker_for
 from .wrapper import InstrumentedCallback, instrument
 
 PhaseTracker.calibrate = staticmethod(fast_path_costs)
+watchdog.calls = frozenset(
+    {InstrumentedCallback.__call__.__code__, InstrumentedCallback._call_with_span.__code__}
+)
 
 __all__ = ["InstrumentedCallback", "PhaseTracker", "instrument", "tracker_for"]
 

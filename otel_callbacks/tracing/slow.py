@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv
@@ -16,6 +18,51 @@ logger = logging.getLogger(semconv.LOGGER_NAME)
 
 # The relative threshold never goes below this: microsecond batches would flag scheduling noise.
 RELATIVE_FLOOR_NS = 1_000_000
+
+
+class _HungCalls:
+    """Which slow calls the watchdog counted while they hung, so that their return counts nothing
+    more. A call is (id of its engine's state, its start in perf_counter ns). ``returned`` holds the
+    slow calls that returned since the watchdog's look began: one it saw running may have returned
+    since, and is not counted twice."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counted: set[tuple[int, int]] = set()
+        self.returned: set[tuple[int, int]] = set()
+        self.watching = False
+
+    def look_begins(self) -> None:
+        with self.lock:
+            self.watching = True
+            self.returned.clear()
+
+    def count(self, call: tuple[int, int]) -> bool:
+        """Whether the watchdog counts ``call`` now (not yet counted, and not returned meanwhile)."""
+        with self.lock:
+            if call in self.counted or call in self.returned:
+                return False
+            self.counted.add(call)
+            return True
+
+    def keep_only(self, running: set[tuple[int, int]]) -> None:
+        """Forget counted calls that ended (one that returned under its threshold never reports)."""
+        with self.lock:
+            self.counted &= running
+
+    def returns(self, call: tuple[int, int]) -> bool:
+        """A slow call returns: whether the watchdog counted it already."""
+        with self.lock:
+            if call in self.counted:
+                self.counted.discard(call)
+                return True
+            if self.watching:
+                self.returned.add(call)
+            return False
+
+
+hung_calls = _HungCalls()
+os.register_at_fork(after_in_child=hung_calls.__init__)  # a lock held by the parent's watchdog: a new one
 
 
 def update_relative_threshold(state: EngineState, fraction: float, limits: Limits) -> None:
@@ -37,12 +84,20 @@ def update_relative_threshold(state: EngineState, fraction: float, limits: Limit
 
 
 def report_slow(
-    tel: Any, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed_ns: int, span: Any
+    tel: Any,
+    callback: Any,
+    attributes: dict[str, Any],
+    state: EngineState,
+    elapsed_ns: int,
+    span: Any,
+    start: int | None = None,
 ) -> None:
-    """Count a slow invocation, mark its span and warn once per callback per run."""
+    """Count a slow invocation (unless the watchdog did while it hung), mark its span and warn once
+    per callback per run."""
     threshold_ns = state.threshold_ns
     duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
-    tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
+    if start is None or not hung_calls.returns((id(state), start)):
+        tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
     if span is not None:
         span.set_attribute(semconv.ATTR_SLOW, True)
         span.add_event(semconv.EVENT_SLOW_CALLBACK, {"duration_s": duration, "threshold_s": threshold})

@@ -28,6 +28,7 @@ from .run_lifecycle import RunLifecycle
 from .runs import Run
 from .slow import report_slow
 from .tables import Tables
+from .watchdog import watch
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -82,6 +83,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         self._tables = Tables(self._settings, self._settings.summary and self._rank == 0)  # DDP: rank 0
         self._opening = self._handlers()
         self._start_health()
+        watch(self._settings.watchdog_interval)
 
     # The wrapper's interface ----------------------------------------------------------------
 
@@ -185,9 +187,15 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
             run.worst_overhead_ns = overhead_ns
 
     def slow(
-        self, callback: Any, attributes: dict[str, Any], state: EngineState, elapsed: int, span: Any
+        self,
+        callback: Any,
+        attributes: dict[str, Any],
+        state: EngineState,
+        elapsed: int,
+        span: Any,
+        start: int | None = None,
     ) -> None:
-        report_slow(self._telemetry, callback, attributes, state, elapsed, span)
+        report_slow(self._telemetry, callback, attributes, state, elapsed, span, start)
 
     # Engines ----------------------------------------------------------------------------------
 

@@ -224,7 +224,7 @@ class InstrumentedCallback:
             try:
                 if token is not None:
                     otel_context.detach(token)
-                self._observe(binding, state, elapsed, error, span)
+                self._observe(binding, state, elapsed, error, span, start)
                 end = _perf_ns()
                 if span is not None:
                     span.end(end_time=wall(end))
@@ -241,7 +241,7 @@ class InstrumentedCallback:
             if state.quiet is not None:
                 binding.tracker.materialize(state)  # its run gets its root, this span's parent
             span = self._start_span(binding, state, start)
-            self._observe(binding, state, end - start, error, span)
+            self._observe(binding, state, end - start, error, span, start)
             span.end(end_time=wall(end))
             binding.tracker.spanned(state, _perf_ns() - end, True, called=False, elapsed=end - start)
             self._leave(binding, state, end, error is not None)
@@ -266,7 +266,7 @@ class InstrumentedCallback:
         )
 
     def _observe(
-        self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None, span: Any
+        self, binding: _Binding, state: Any, elapsed: int, error: BaseException | None, span: Any, start: int
     ) -> None:
         failed = error is not None and not clean_exit(error)  # sys.exit(0) is no failure
         error_type = type(error).__qualname__ if failed else None
@@ -285,7 +285,7 @@ class InstrumentedCallback:
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
             binding.tracker.raised(state, self.callback_name, error)
         if elapsed > state.threshold_ns:
-            binding.tracker.slow(self, binding.attributes, state, elapsed, span)
+            binding.tracker.slow(self, binding.attributes, state, elapsed, span, start)
 
 
 class ForwardingCallback(InstrumentedCallback):

@@ -1,0 +1,174 @@
+"""The watchdog: one thread per process, which sees a callback hang while it hangs.
+
+The wrapper keeps each call's start in a local of its frame, so the hot path does nothing for the
+watchdog: each interval it reads the frames of every thread (``sys._current_frames``), finds the
+innermost instrumented call of each and, once that call has run past its slow threshold, counts it
+slow then (so ``UltralyticsCallbackSlow`` fires during the hang; its span and ``slow_callback`` event
+still come when it returns, and its return counts nothing more: ``slow.hung_calls``) and puts a
+``stall`` span into the run's trace: from the call's start to that moment, in the call's phase,
+naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again at 2,
+4, 8... times the threshold, at most ``Limits.stall_spans`` times per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import traceback
+from types import CodeType, FrameType
+from typing import Any
+
+from .. import semconv as sc
+from ..telemetry.histograms import NO_CONTEXT
+from .clock import perf_ns, wall
+from .slow import hung_calls
+
+logger = logging.getLogger(sc.LOGGER_NAME)
+
+_STACK_DEPTH = 64  # frames per thread in the stacks attribute
+_STACKS_MAX = 32_768  # characters of the stacks attribute
+
+calls: frozenset[CodeType] = frozenset()
+"""The code of the wrapper's methods that run a callback (set by ``tracing/__init__``, which assembles
+the layer: the wrapper imports the tracker, which starts the watchdog)."""
+
+
+class Watchdog:
+    """The process's watchdog thread and what it reported of each call in progress."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._reports: dict[tuple[int, int], int] = {}  # call -> stall spans made
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="otel_callbacks-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.look()
+            except Exception:  # never let the thread die: the next look tries again
+                logger.debug("otel_callbacks: the watchdog's look failed", exc_info=True)
+
+    def look(self) -> None:
+        """One look at every thread's innermost instrumented call."""
+        hung_calls.look_begins()
+        frames = sys._current_frames()
+        now = perf_ns()
+        running: set[tuple[int, int]] = set()
+        for thread_id, frame in frames.items():
+            found = _innermost_call(frame)
+            if found is None:
+                continue
+            local = found.f_locals
+            callback, binding, state, start = (local.get(k) for k in ("self", "binding", "state", "start"))
+            if binding is None or state is None or not isinstance(start, int):
+                continue  # the call has not started its callback yet
+            call = (id(state), start)
+            running.add(call)
+            elapsed = now - start
+            threshold = state.threshold_ns
+            if elapsed <= threshold or binding.telemetry.settings.watchdog_interval <= 0:
+                continue
+            try:
+                self._report(call, callback, binding, state, start, elapsed, frames, thread_id)
+            except Exception as exc:  # the telemetry's failure never reaches the training
+                binding.telemetry.report_error(exc)
+        hung_calls.keep_only(running)
+        self._reports = {call: made for call, made in self._reports.items() if call in running}
+
+    def _report(
+        self,
+        call: tuple[int, int],
+        callback: Any,
+        binding: Any,
+        state: Any,
+        start: int,
+        elapsed: int,
+        frames: dict[int, FrameType],
+        thread_id: int,
+    ) -> None:
+        if hung_calls.count(call):
+            binding.telemetry.slow_counter.add(1, binding.attributes, context=NO_CONTEXT)
+            logger.warning(
+                "otel_callbacks: callback %s on %s has run for %.1f s (slow threshold %.4f s) and has "
+                "not returned: counted slow now; its run's trace gets a stall span with every thread's stack",
+                callback.callback_name,
+                callback.event,
+                elapsed / 1e9,
+                state.threshold_ns / 1e9,
+            )
+        made = self._reports.get(call, 0)
+        due = state.threshold_ns << made  # 1, 2, 4... times the threshold
+        if made >= binding.telemetry.settings.limits.stall_spans or elapsed < due or state.context is None:
+            return  # (no context: a quiet predict run or no run, whose root is not made from here)
+        self._reports[call] = made + 1
+        attributes = dict(binding.attributes)
+        attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
+        attributes[sc.ATTR_THREAD_NAME] = _thread_names().get(thread_id, str(thread_id))
+        attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id)
+        if state.stack:
+            attributes[sc.ATTR_PHASE] = state.stack[-1].name
+        if state.epoch is not None:
+            attributes[sc.ATTR_EPOCH] = state.epoch
+        if state.batch_index >= 0 and callback.is_batch:
+            attributes[sc.ATTR_BATCH_INDEX] = state.batch_index
+        span = binding.tracer.start_span(sc.SPAN_STALL, state.context, attributes, wall(start))
+        span.end(end_time=wall(start + elapsed))
+
+
+def _innermost_call(frame: FrameType | None) -> FrameType | None:
+    while frame is not None:
+        if frame.f_code in calls:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _thread_names() -> dict[int | None, str]:
+    return {thread.ident: thread.name for thread in threading.enumerate()}
+
+
+def _stacks(frames: dict[int, FrameType], hung: int) -> str:
+    """Every thread's stack but the watchdog's, most recent call first, the hung thread's first."""
+    names = _thread_names()
+    ordered = sorted(frames.items(), key=lambda item: item[0] != hung)
+    parts = []
+    for thread_id, frame in ordered:
+        if names.get(thread_id) == "otel_callbacks-watchdog":
+            continue
+        summary = traceback.StackSummary.extract(
+            traceback.walk_stack(frame), limit=_STACK_DEPTH, lookup_lines=False
+        )
+        lines = [f'  File "{f.filename}", line {f.lineno} in {f.name}' for f in summary]
+        header = f"Thread {thread_id:#x} ({names.get(thread_id, '?')}, most recent call first):"
+        parts.append("\n".join([header, *lines]))
+    text = "\n\n".join(parts)
+    return text if len(text) <= _STACKS_MAX else text[: _STACKS_MAX - 15] + "\n... (cut)"
+
+
+_watchdog: Watchdog | None = None
+_lock = threading.Lock()
+
+
+def watch(interval: float) -> None:
+    """Start the process's watchdog (once; an interval of 0 starts none), looking every ``interval``
+    seconds (the shortest asked for)."""
+    global _watchdog
+    if interval <= 0:
+        return
+    with _lock:
+        if _watchdog is None:
+            _watchdog = Watchdog(interval)
+        elif interval < _watchdog.interval:
+            _watchdog.interval = interval
+
+
+def _forget_in_child() -> None:  # a forked child has no watchdog thread: the next tracker starts one
+    global _watchdog, _lock
+    _watchdog, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
