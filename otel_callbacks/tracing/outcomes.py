@@ -233,8 +233,9 @@ class Outcomes:
         if state.stack[0].name not in RUN_PHASES or state.parent is not None:
             return
         try:
-            self._crash(state, error)
-            self._abort(state, None if clean_exit(error) else crash_message(error))
+            end = perf_ns()  # the root too: it ends no earlier than the phases the crash ended
+            self._crash(state, error, end)
+            self._abort(state, None if clean_exit(error) else crash_message(error), end)
         except Exception as exc:
             self._telemetry.report_error(exc)
 

@@ -46,11 +46,12 @@ class RunLifecycle:
             sync_clock()  # between runs only: an open run's spans stay on its clock
         state.run = Run(mode, self._durations, self._limits, self._max_spans)
 
-    def _abort(self, state: EngineState, reason: str | None) -> None:
-        """End whatever is open with status ERROR and the reason (normally without one); finish the run."""
+    def _abort(self, state: EngineState, reason: str | None, end: int | None = None) -> None:
+        """End whatever is open with status ERROR and the reason (normally without one), at ``end``
+        (by default the end of the engine's last firing); finish the run."""
         try:
             self._quiesce(state)
-            end = state.last_end or perf_ns()
+            end = end or state.last_end or perf_ns()
             while state.stack:
                 self._finish(state, state.stack.pop(), end, reason)
             if state.run is not None and state.parent is None:
