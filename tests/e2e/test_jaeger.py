@@ -6,6 +6,7 @@ with ``send``, reads as one tree too."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 from otel_callbacks import semconv as sc
-from tests.e2e.backends import wait_until
+from tests.e2e.backends import ROOT, wait_until
 from tests.e2e.jaeger import jaeger
 from tests.e2e.test_otlp_backends import REAL_TRAINING, run
 from tests.e2e.test_training_faults import TRAIN, signalled, training_env
@@ -221,3 +222,67 @@ def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epo
     assert ["error" in tags(e) for e in epochs] == [True, False, False]
     failed_batches = [s for s in spans if parent_of(s) == epochs[0]["spanID"] and "error" in tags(s)]
     assert [s["operationName"] for s in failed_batches] == [sc.PHASE_BATCH], "with its failed batch"
+
+
+HANG = """
+import sys
+import otel_callbacks
+otel_callbacks.install()
+from ultralytics import YOLO
+
+def checkpoint_uploader(trainer):  # hangs in the first epoch, until the test has looked
+    if trainer.epoch == 0:
+        print("HANGING", flush=True)
+        sys.stdin.readline()
+
+model = YOLO("yolo11n.yaml")
+model.add_callback("on_fit_epoch_end", checkpoint_uploader)
+model.train(data=sys.argv[1], epochs=1, imgsz=32, batch=4, device="cpu", workers=0, plots=False,
+            project=sys.argv[2], name="hang", exist_ok=True)
+print("DONE", flush=True)
+"""
+
+
+def test_a_hung_training_shows_its_stall_in_jaeger_while_it_hangs(backend, data, tmp_path):
+    service = f"hang-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= exporting_to(backend, "http/protobuf", service) | {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env |= {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.5", "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "training.log"
+    training = subprocess.Popen(
+        [sys.executable, "-c", HANG, str(data), str(tmp_path)],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+    )  # fmt: skip
+
+    def says(word: str) -> bool:
+        line = training.stdout.readline()
+        assert line or training.poll() is None, log.read_text()[-3000:]
+        return line.strip() == word
+
+    try:
+        wait_until(lambda: says("HANGING"), 240, "the training to hang", 0)
+        (found,) = wait_until(
+            lambda: backend.traces(service, operation=sc.SPAN_STALL), 30, "a stall in Jaeger"
+        )
+        assert training.poll() is None, "seen while the training hangs"
+        stall = next(s for s in found["spans"] if s["operationName"] == sc.SPAN_STALL)
+        stall_tags = tags(stall)
+        assert stall_tags[sc.ATTR_EVENT] == ("string", "on_fit_epoch_end")
+        assert stall_tags[sc.ATTR_CALLBACK][1].endswith("checkpoint_uploader")
+        assert stall_tags[sc.ATTR_EPOCH] == ("int64", 1)
+        stacks = stall_tags[sc.ATTR_STALL_STACKS][1]
+        hung = stacks.split("\n\n")[0].splitlines()  # the hung thread's, first; its innermost call first
+        assert "(MainThread, most recent call first)" in hung[0]
+        assert hung[1].endswith("in checkpoint_uploader")
+        training.stdin.write("\n")
+        training.stdin.flush()
+        wait_until(lambda: says("DONE"), 60, "the training to finish", 0)
+        assert training.wait(60) == 0
+    finally:
+        if training.poll() is None:
+            training.kill()
+    trace = backend.trace(found["traceID"])  # the whole run, now that it ended
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    assert not any(s["warnings"] for s in spans.values()), "no Jaeger warning once the run has ended"
+    stalls = [s for s in spans.values() if s["operationName"] == sc.SPAN_STALL]
+    assert stalls and all(spans[parent_of(s)]["operationName"] == sc.PHASE_EPOCH for s in stalls)
