@@ -99,6 +99,9 @@ METRIC_RESULT_NON_FINITE = "ultralytics.result.non_finite"  # 1 while its latest
 METRIC_EPOCHS_COMPLETED = "ultralytics.train.epochs.completed"  # gauges: progress, and an ETA with
 METRIC_EPOCHS_PLANNED = "ultralytics.train.epochs.planned"  # the epoch's duration
 METRIC_IMAGES = "ultralytics.train.images"  # counter, brought up to date at each collection
+# Gauge, seconds: since an open training last moved (a hook's firing ended, a batch started), at each
+# collection; 0 once no training is open. A hung callback, dataloader or collective makes it grow.
+METRIC_SINCE_PROGRESS = "ultralytics.train.since_progress"
 METRIC_GPU_PEAK_ALLOCATED = "ultralytics.gpu.memory.peak_allocated"  # PyTorch's, by ATTR_HW_ID (cuda:N)
 METRIC_GPU_PEAK_RESERVED = "ultralytics.gpu.memory.peak_reserved"
 METRIC_PROCESS_MEMORY = "process.memory.usage"  # OpenTelemetry's process and hardware conventions

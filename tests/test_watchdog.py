@@ -157,3 +157,25 @@ def test_a_quiet_predict_run_that_hangs_is_counted_while_it_hangs_with_no_stall_
     assert slow_points(recorded) == 1, "its return counts nothing more"
     (root,) = [s for s in recorded.spans() if s.parent is None]
     assert root.name == sc.PHASE_PREDICT, "its return made the run's root, as a slow call does"
+
+
+def since_progress(recorded) -> list[float]:
+    return [point.value for _, point in recorded.points(sc.METRIC_SINCE_PROGRESS)]
+
+
+@pytest.mark.parametrize("settings", [WATCHED], indirect=True)
+def test_the_seconds_since_the_training_moved_grow_while_it_hangs_and_are_zero_once_it_ends(recorded):
+    assert since_progress(recorded) == [], "no training yet: no point"
+    hang = Hang()
+    try:
+        wait_until(lambda: stalls(recorded), 10, "the hang")
+        time.sleep(0.3)
+        (first,) = since_progress(recorded)
+        time.sleep(0.2)
+        (second,) = since_progress(recorded)
+        assert 0.3 <= first < second, (first, second)
+    finally:
+        hang.end()
+    assert since_progress(recorded) == [0.0], "the alert on it resolves when the training ends"
+    run_train(DetectionTrainer(), epochs=1, batches=2)
+    assert since_progress(recorded) in ([0.0], []), "and stays so"

@@ -38,6 +38,9 @@ class HealthInstruments:
         self.images = meter.create_counter(
             sc.METRIC_IMAGES, unit="{image}", description="Training images passed through the model"
         )
+        self.since_progress = meter.create_gauge(
+            sc.METRIC_SINCE_PROGRESS, unit="s", description="Seconds since an open training last moved"
+        )
         self.gpu_peak = {
             kind: meter.create_gauge(
                 name,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import semconv as sc
 from ..telemetry.histograms import NO_CONTEXT
+from .clock import perf_ns
 from .results import epoch_results, val_results
 
 if TYPE_CHECKING:
@@ -36,12 +37,28 @@ class Health:
     """Mixed into the phase machine; uses its tracker's telemetry."""
 
     _telemetry: Telemetry
+    states: dict[int, EngineState]
 
     def _start_health(self) -> None:
         self._images: weakref.WeakKeyDictionary[EngineState, _Images] = weakref.WeakKeyDictionary()
         self._images_lock = threading.RLock()  # the collector (_forget) or SIGTERM may come back in
-        hook = weakref.WeakMethod(self._bring_images_up_to_date)  # a scratch tracker (calibration) dies
+        self._progress_reported = False
+        hook = weakref.WeakMethod(self._at_collection)  # a scratch tracker (calibration) dies
         self._telemetry.on_collect(lambda: (method := hook()) is not None and method())
+
+    def _at_collection(self) -> None:
+        self._bring_images_up_to_date()
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        """Seconds since an open training last moved (the stalest, where several are open); 0 once
+        none is, so that an alert on it resolves when the training ends."""
+        moved = [_last_moved(state) for state in list(self.states.values()) if _training(state)]
+        if not moved and not self._progress_reported:
+            return
+        self._progress_reported = bool(moved)
+        since = (perf_ns() - min(moved)) / 1e9 if moved else 0.0
+        self._telemetry.health.since_progress.set(since, _TRAIN, context=NO_CONTEXT)
 
     def _health_epoch_start(self, state: EngineState) -> None:
         trainer = state.ref()
@@ -110,6 +127,19 @@ class Health:
         if total > images.reported:  # a counter: never less than it said
             self._telemetry.health.images.add(total - images.reported, _TRAIN, context=NO_CONTEXT)
             images.reported = total
+
+
+def _training(state: EngineState) -> bool:
+    run = state.run
+    return run is not None and run.mode == sc.MODE_TRAIN and not run.implicit and state.parent is None
+
+
+def _last_moved(state: EngineState) -> int:
+    """When the training last moved: its last firing's end, its last unsampled batch's start (the
+    lane's), or its start."""
+    lane = state.armed
+    start = state.stack[0].start if state.stack else 0
+    return max(state.last_end, lane.idle.start if lane is not None else 0, start)
 
 
 def _epoch_images(state: EngineState, epoch_size: int) -> int:
