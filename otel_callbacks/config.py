@@ -130,6 +130,8 @@ class Limits:
     """Reasons kept per run for phases that did not close normally (the rest are counted)."""
     stall_spans: int = 8
     """``stall`` spans per hung call: at 1, 2, 4... times its slow threshold (tracing/watchdog.py)."""
+    stall_spans_per_run: int = 32
+    """``stall`` spans per run (a call slow every epoch, not hung, would make some each time)."""
 
 
 @dataclass(frozen=True)

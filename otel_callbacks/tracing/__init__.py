@@ -8,9 +8,7 @@ from .trackers import tracker_for
 from .wrapper import InstrumentedCallback, instrument
 
 PhaseTracker.calibrate = staticmethod(fast_path_costs)
-watchdog.calls = frozenset(
-    {InstrumentedCallback.__call__.__code__, InstrumentedCallback._call_with_span.__code__}
-)
+watchdog.watch_calls((InstrumentedCallback.__call__, InstrumentedCallback._call_with_span), "wrapped(engine)")
 
 __all__ = ["InstrumentedCallback", "PhaseTracker", "instrument", "tracker_for"]
 

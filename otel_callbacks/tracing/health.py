@@ -47,17 +47,25 @@ class Health:
         self._telemetry.on_collect(lambda: (method := hook()) is not None and method())
 
     def _at_collection(self) -> None:
-        self._bring_images_up_to_date()
-        self._report_progress()
+        for report in (self._bring_images_up_to_date, self._report_progress):
+            try:
+                report()
+            except Exception as exc:  # the other still reports
+                self._telemetry.report_error(exc)
 
     def _report_progress(self) -> None:
-        """Seconds since an open training last moved (the stalest, where several are open); 0 once
-        none is, so that an alert on it resolves when the training ends."""
-        moved = [_last_moved(state) for state in list(self.states.values()) if _training(state)]
+        """Seconds since an open training last moved (the stalest, where several are open), its
+        validations included; 0 once none is, so that an alert on it resolves when the training ends.
+        A training counts once set up: its setup (dataset caching) fires no hooks."""
+        moved: dict[int, int] = {}
+        for state in list(self.states.values()):
+            trainer = state.parent or state  # a validation moves its training
+            if _training(trainer):
+                moved[id(trainer)] = max(moved.get(id(trainer), 0), _last_moved(state))
         if not moved and not self._progress_reported:
             return
         self._progress_reported = bool(moved)
-        since = (perf_ns() - min(moved)) / 1e9 if moved else 0.0
+        since = (perf_ns() - min(moved.values())) / 1e9 if moved else 0.0
         self._telemetry.health.since_progress.set(since, _TRAIN, context=NO_CONTEXT)
 
     def _health_epoch_start(self, state: EngineState) -> None:
@@ -131,15 +139,16 @@ class Health:
 
 def _training(state: EngineState) -> bool:
     run = state.run
-    return run is not None and run.mode == sc.MODE_TRAIN and not run.implicit and state.parent is None
+    training = run is not None and run.mode == sc.MODE_TRAIN and not run.implicit and state.parent is None
+    return training and not any(phase.name == sc.PHASE_SETUP for phase in list(state.stack))
 
 
 def _last_moved(state: EngineState) -> int:
-    """When the training last moved: its last firing's end, its last unsampled batch's start (the
-    lane's), or its start."""
-    lane = state.armed
-    start = state.stack[0].start if state.stack else 0
-    return max(state.last_end, lane.idle.start if lane is not None else 0, start)
+    """When an engine last moved: its last firing's end, its last unsampled batch's start (the
+    lane's), its validator's last end, or its run's start."""
+    lane, first = state.armed, state.stack[:1]  # (a copy: the engine's thread may pop it meanwhile)
+    lane_start = lane.idle.start if lane is not None else 0
+    return max(state.last_end, state.val_end, lane_start, first[0].start if first else 0)
 
 
 def _epoch_images(state: EngineState, epoch_size: int) -> int:

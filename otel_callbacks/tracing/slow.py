@@ -21,44 +21,39 @@ RELATIVE_FLOOR_NS = 1_000_000
 
 
 class _HungCalls:
-    """Which slow calls the watchdog counted while they hung, so that their return counts nothing
-    more. A call is (id of its engine's state, its start in perf_counter ns). ``returned`` holds the
-    slow calls that returned since the watchdog's look began: one it saw running may have returned
-    since, and is not counted twice."""
+    """Which slow calls are counted already, so that none is counted twice: one the watchdog counted
+    while it hung counts nothing at its return, and one whose return counted it (the watchdog may
+    still see its frame, finishing) is not counted by the watchdog. A call is (id of its engine's
+    state, its start in perf_counter ns); it is kept while its frame runs (``keep_only``), and only
+    while a watchdog looks at all."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counted: set[tuple[int, int]] = set()
-        self.returned: set[tuple[int, int]] = set()
+        self.claimed: set[tuple[int, int]] = set()
         self.watching = False
 
-    def look_begins(self) -> None:
+    def count(self, call: tuple[int, int]) -> bool:
+        """The watchdog's: whether it counts ``call`` now (nobody did yet)."""
         with self.lock:
             self.watching = True
-            self.returned.clear()
-
-    def count(self, call: tuple[int, int]) -> bool:
-        """Whether the watchdog counts ``call`` now (not yet counted, and not returned meanwhile)."""
-        with self.lock:
-            if call in self.counted or call in self.returned:
+            if call in self.claimed:
                 return False
-            self.counted.add(call)
+            self.claimed.add(call)
             return True
 
-    def keep_only(self, running: set[tuple[int, int]]) -> None:
-        """Forget counted calls that ended (one that returned under its threshold never reports)."""
-        with self.lock:
-            self.counted &= running
-
     def returns(self, call: tuple[int, int]) -> bool:
-        """A slow call returns: whether the watchdog counted it already."""
+        """A slow call returns: whether the watchdog counted it already (else its return does)."""
         with self.lock:
-            if call in self.counted:
-                self.counted.discard(call)
+            if call in self.claimed:
                 return True
             if self.watching:
-                self.returned.add(call)
+                self.claimed.add(call)
             return False
+
+    def keep_only(self, running: set[tuple[int, int]]) -> None:
+        """Forget the calls whose frames ended (the watchdog's look, over every thread's stack)."""
+        with self.lock:
+            self.claimed &= running
 
 
 hung_calls = _HungCalls()
@@ -90,13 +85,13 @@ def report_slow(
     state: EngineState,
     elapsed_ns: int,
     span: Any,
-    start: int | None = None,
+    start: int,
 ) -> None:
     """Count a slow invocation (unless the watchdog did while it hung), mark its span and warn once
     per callback per run."""
     threshold_ns = state.threshold_ns
     duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
-    if start is None or not hung_calls.returns((id(state), start)):
+    if not hung_calls.returns((id(state), start)):
         tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
     if span is not None:
         span.set_attribute(semconv.ATTR_SLOW, True)

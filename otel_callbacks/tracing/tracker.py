@@ -83,7 +83,10 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         self._tables = Tables(self._settings, self._settings.summary and self._rank == 0)  # DDP: rank 0
         self._opening = self._handlers()
         self._start_health()
-        watch(self._settings.watchdog_interval)
+        try:
+            watch(self._settings.watchdog_interval)
+        except Exception as exc:  # no thread to be had: no watchdog, the rest as ever
+            telemetry.report_error(exc)
 
     # The wrapper's interface ----------------------------------------------------------------
 
@@ -193,7 +196,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         state: EngineState,
         elapsed: int,
         span: Any,
-        start: int | None = None,
+        start: int,
     ) -> None:
         report_slow(self._telemetry, callback, attributes, state, elapsed, span, start)
 

@@ -2,21 +2,27 @@
 
 The wrapper keeps each call's start in a local of its frame, so the hot path does nothing for the
 watchdog: each interval it reads the frames of every thread (``sys._current_frames``), finds the
-innermost instrumented call of each and, once that call has run past its slow threshold, counts it
-slow then (so ``UltralyticsCallbackSlow`` fires during the hang; its span and ``slow_callback`` event
-still come when it returns, and its return counts nothing more: ``slow.hung_calls``) and puts a
+innermost instrumented call of each that is inside its callback (the frame's line is the wrapper's
+call of it) and, once that call has run past its slow threshold, counts it slow then (in
+``ultralytics.callback.slow``; its span and ``slow_callback`` event still come when it returns, and
+its return counts nothing more: ``slow.hung_calls``), warns once per callback and run, and puts a
 ``stall`` span into the run's trace: from the call's start to that moment, in the call's phase,
-naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again at 2,
-4, 8... times the threshold, at most ``Limits.stall_spans`` times per call.
+naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again at
+2, 4, 8... times the threshold, at most ``Limits.stall_spans`` times per call and
+``Limits.stall_spans_per_run`` per run.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
 import threading
+import time
 import traceback
+import weakref
+from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import Any
 
@@ -29,10 +35,26 @@ logger = logging.getLogger(sc.LOGGER_NAME)
 
 _STACK_DEPTH = 64  # frames per thread in the stacks attribute
 _STACKS_MAX = 32_768  # characters of the stacks attribute
+_THREAD_NAME = "otel_callbacks-watchdog"
 
-calls: frozenset[CodeType] = frozenset()
-"""The code of the wrapper's methods that run a callback (set by ``tracing/__init__``, which assembles
-the layer: the wrapper imports the tracker, which starts the watchdog)."""
+calls: dict[CodeType, frozenset[int]] = {}
+"""The code of the wrapper's methods that run a callback, and the lines where they call it (set by
+``tracing/__init__``, which assembles the layer: the wrapper imports the tracker, which starts the
+watchdog)."""
+
+
+def watch_calls(methods: Iterable[Callable[..., Any]], call: str) -> None:
+    """Watch ``methods``, whose source lines holding ``call`` are where they run the callback (any
+    line where the source cannot be read)."""
+    global calls
+    found = {}
+    for method in methods:
+        try:
+            lines, first = inspect.getsourcelines(method)
+            found[method.__code__] = frozenset(first + i for i, text in enumerate(lines) if call in text)
+        except (OSError, TypeError):
+            found[method.__code__] = frozenset()
+    calls = found
 
 
 class Watchdog:
@@ -41,12 +63,12 @@ class Watchdog:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._reports: dict[tuple[int, int], int] = {}  # call -> stall spans made
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="otel_callbacks-watchdog", daemon=True)
-        self._thread.start()
+        self._per_run: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        threading.Thread(target=self._watch, name=_THREAD_NAME, daemon=True).start()
 
     def _watch(self) -> None:
-        while not self._wake.wait(self.interval):
+        while True:
+            time.sleep(self.interval)
             try:
                 self.look()
             except Exception:  # never let the thread die: the next look tries again
@@ -54,28 +76,27 @@ class Watchdog:
 
     def look(self) -> None:
         """One look at every thread's innermost instrumented call."""
-        hung_calls.look_begins()
+        now = perf_ns()  # before the frames: a call is never seen older than it is
         frames = sys._current_frames()
-        now = perf_ns()
         running: set[tuple[int, int]] = set()
         for thread_id, frame in frames.items():
-            found = _innermost_call(frame)
-            if found is None:
-                continue
-            local = found.f_locals
-            callback, binding, state, start = (local.get(k) for k in ("self", "binding", "state", "start"))
-            if binding is None or state is None or not isinstance(start, int):
-                continue  # the call has not started its callback yet
-            call = (id(state), start)
-            running.add(call)
-            elapsed = now - start
-            threshold = state.threshold_ns
-            if elapsed <= threshold or binding.telemetry.settings.watchdog_interval <= 0:
-                continue
-            try:
-                self._report(call, callback, binding, state, start, elapsed, frames, thread_id)
-            except Exception as exc:  # the telemetry's failure never reaches the training
-                binding.telemetry.report_error(exc)
+            for depth, found in enumerate(_instrumented(frame)):
+                local = found.f_locals
+                binding, state, start = (local.get(k) for k in ("binding", "state", "start"))
+                if binding is None or state is None or not isinstance(start, int):
+                    continue  # the call has not reached its callback yet
+                call = (id(state), start)
+                running.add(call)
+                lines = calls[found.f_code]
+                if depth or (lines and found.f_lineno not in lines):
+                    continue  # an outer call, or the wrapper's own work before or after its callback
+                elapsed = now - start
+                if elapsed <= state.threshold_ns or binding.telemetry.settings.watchdog_interval <= 0:
+                    continue
+                try:
+                    self._report(call, local.get("self"), binding, state, elapsed, frames, thread_id)
+                except Exception as exc:  # the telemetry's failure never reaches the training
+                    binding.telemetry.report_error(exc)
         hung_calls.keep_only(running)
         self._reports = {call: made for call, made in self._reports.items() if call in running}
 
@@ -85,46 +106,55 @@ class Watchdog:
         callback: Any,
         binding: Any,
         state: Any,
-        start: int,
         elapsed: int,
         frames: dict[int, FrameType],
         thread_id: int,
     ) -> None:
+        run, threshold, context, stack = state.run, state.threshold_ns, state.context, state.stack[-1:]
         if hung_calls.count(call):
             binding.telemetry.slow_counter.add(1, binding.attributes, context=NO_CONTEXT)
-            logger.warning(
-                "otel_callbacks: callback %s on %s has run for %.1f s (slow threshold %.4f s) and has "
-                "not returned: counted slow now; its run's trace gets a stall span with every thread's stack",
-                callback.callback_name,
-                callback.event,
-                elapsed / 1e9,
-                state.threshold_ns / 1e9,
-            )
+            warned = getattr(run, "warned", None)
+            key = (callback.event, callback.callback_name)
+            if warned is not None and key not in warned:
+                warned.add(key)  # its return warns no more
+                logger.warning(
+                    "otel_callbacks: callback %s on %s has run for %.1f s (slow threshold %.4f s) and has "
+                    "not returned: counted slow now; its run's trace gets a stall span with every thread's "
+                    "stack",
+                    callback.callback_name,
+                    callback.event,
+                    elapsed / 1e9,
+                    threshold / 1e9,
+                )
         made = self._reports.get(call, 0)
-        due = state.threshold_ns << made  # 1, 2, 4... times the threshold
-        if made >= binding.telemetry.settings.limits.stall_spans or elapsed < due or state.context is None:
+        limits = binding.telemetry.settings.limits
+        if made >= limits.stall_spans or elapsed < threshold << made or context is None or run is None:
             return  # (no context: a quiet predict run or no run, whose root is not made from here)
+        if self._per_run.get(run, 0) >= limits.stall_spans_per_run:
+            return
         self._reports[call] = made + 1
+        self._per_run[run] = self._per_run.get(run, 0) + 1
         attributes = dict(binding.attributes)
         attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
         attributes[sc.ATTR_THREAD_NAME] = _thread_names().get(thread_id, str(thread_id))
         attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id)
-        if state.stack:
-            attributes[sc.ATTR_PHASE] = state.stack[-1].name
+        if stack:
+            attributes[sc.ATTR_PHASE] = stack[0].name
         if state.epoch is not None:
             attributes[sc.ATTR_EPOCH] = state.epoch
         if state.batch_index >= 0 and callback.is_batch:
             attributes[sc.ATTR_BATCH_INDEX] = state.batch_index
-        span = binding.tracer.start_span(sc.SPAN_STALL, state.context, attributes, wall(start))
+        start = call[1]
+        span = binding.tracer.start_span(sc.SPAN_STALL, context, attributes, wall(start))
         span.end(end_time=wall(start + elapsed))
 
 
-def _innermost_call(frame: FrameType | None) -> FrameType | None:
+def _instrumented(frame: FrameType | None) -> Iterable[FrameType]:
+    """The instrumented calls on a thread's stack, innermost first."""
     while frame is not None:
         if frame.f_code in calls:
-            return frame
+            yield frame
         frame = frame.f_back
-    return None
 
 
 def _thread_names() -> dict[int | None, str]:
@@ -137,7 +167,7 @@ def _stacks(frames: dict[int, FrameType], hung: int) -> str:
     ordered = sorted(frames.items(), key=lambda item: item[0] != hung)
     parts = []
     for thread_id, frame in ordered:
-        if names.get(thread_id) == "otel_callbacks-watchdog":
+        if names.get(thread_id) == _THREAD_NAME:
             continue
         summary = traceback.StackSummary.extract(
             traceback.walk_stack(frame), limit=_STACK_DEPTH, lookup_lines=False

@@ -7,6 +7,7 @@ A backend that is not installed skips its tests, unless ``OTEL_CALLBACKS_REQUIRE
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -52,9 +53,13 @@ def go_release(name: str, module: str) -> str:
 
 
 def go_program(name: str, module: str) -> str:
-    """A program that ``.ci/build_go.sh`` built from the Go module proxy (CI runs it), cached by release."""
+    """A program that ``.ci/build_go.sh`` built from the Go module proxy (CI runs it), cached by
+    release and source (the same hash as the script's)."""
     cache = Path(os.environ.get("OTEL_CALLBACKS_CACHE", Path.home() / ".cache" / "otel-callbacks"))
-    binary = cache / f"{name}-{go_release(name, module)}" / name
+    module_dir = ROOT / ".ci" / name
+    files = [module_dir / "go.mod", module_dir / "go.sum", *sorted(module_dir.glob("*.go"))]
+    source = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:12]
+    binary = cache / f"{name}-{go_release(name, module)}-{source}" / name
     if not binary.exists():
         missing(f"{name} is not built ({binary}: run .ci/build_go.sh {name} ...)")
     return str(binary)

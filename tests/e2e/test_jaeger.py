@@ -224,6 +224,8 @@ def test_an_out_of_memory_retry_reads_as_a_failed_attempt_beside_the_retried_epo
     assert [s["operationName"] for s in failed_batches] == [sc.PHASE_BATCH], "with its failed batch"
 
 
+# A real training whose callback hangs in the first epoch until the test has looked (also
+# tests/e2e/test_prometheus.py).
 HANG = """
 import sys
 import otel_callbacks
@@ -240,6 +242,7 @@ model.add_callback("on_fit_epoch_end", checkpoint_uploader)
 model.train(data=sys.argv[1], epochs=1, imgsz=32, batch=4, device="cpu", workers=0, plots=False,
             project=sys.argv[2], name="hang", exist_ok=True)
 print("DONE", flush=True)
+sys.stdin.read()  # exporters, /metrics included, stay up until the test closes stdin
 """
 
 
@@ -277,6 +280,7 @@ def test_a_hung_training_shows_its_stall_in_jaeger_while_it_hangs(backend, data,
         training.stdin.write("\n")
         training.stdin.flush()
         wait_until(lambda: says("DONE"), 60, "the training to finish", 0)
+        training.stdin.close()
         assert training.wait(60) == 0
     finally:
         if training.poll() is None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from tests.e2e.backends import free_port, prometheus, prometheus_exporter_env, promql, stop, wait_until
+from tests.e2e.test_jaeger import HANG
 
 TRAIN_AND_WAIT = """
 import sys, time
@@ -83,26 +84,6 @@ def test_prometheus_scrapes_the_callback_histograms_with_the_contract_labels(dat
             stop(trainer)
 
 
-HANG_AND_WAIT = """
-import sys
-import otel_callbacks
-otel_callbacks.install()
-from ultralytics import YOLO
-
-def checkpoint_uploader(trainer):  # hangs in the first epoch, until the test has seen it
-    if trainer.epoch == 0:
-        print("HANGING", flush=True)
-        sys.stdin.readline()
-
-model = YOLO("yolo11n.yaml")
-model.add_callback("on_fit_epoch_end", checkpoint_uploader)
-model.train(data=sys.argv[1], epochs=1, imgsz=32, batch=4, device="cpu", workers=0, plots=False,
-            project=sys.argv[2], name="hang", exist_ok=True)
-print("TRAINED", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_a_hung_training_is_counted_slow_and_stops_moving_while_it_hangs(data, tmp_path):
     port = free_port()
     env = prometheus_exporter_env(port, "yolo-hang") | {"OTEL_CALLBACKS_SLOW_THRESHOLD": "1"}
@@ -110,7 +91,7 @@ def test_a_hung_training_is_counted_slow_and_stops_moving_while_it_hangs(data, t
     slow = 'ultralytics_callback_slow_total{code_function_name=~".*checkpoint_uploader"}'
     with prometheus(tmp_path, [f"127.0.0.1:{port}"]) as url:
         trainer = subprocess.Popen(
-            [sys.executable, "-c", HANG_AND_WAIT, str(data), str(tmp_path / "runs")],
+            [sys.executable, "-c", HANG, str(data), str(tmp_path / "runs")],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         try:
@@ -120,7 +101,7 @@ def test_a_hung_training_is_counted_slow_and_stops_moving_while_it_hangs(data, t
             assert trainer.poll() is None, "all of it while the callback hangs"
             trainer.stdin.write("\n")
             trainer.stdin.flush()
-            wait_until(lambda: "TRAINED" in trainer.stdout.readline(), 120, "the training to finish", 0)
+            wait_until(lambda: "DONE" in trainer.stdout.readline(), 120, "the training to finish", 0)
             wait_until(lambda: promql(url, f"{since} == 0"), 30, "zero once the training ended")
             assert [s["value"][1] for s in promql(url, slow)] == ["1"], "its return counted nothing more"
         finally:
