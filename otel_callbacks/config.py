@@ -129,7 +129,8 @@ class Limits:
     failures: int = 100
     """Reasons kept per run for phases that did not close normally (the rest are counted)."""
     stall_spans: int = 8
-    """``stall`` spans per hung call: at 1, 2, 4... times its slow threshold (tracing/watchdog.py)."""
+    """``stall`` spans per hung call: past its slow threshold, then each time it has run twice as long
+    (tracing/watchdog.py)."""
     stall_spans_per_run: int = 32
     """``stall`` spans per run (a call slow every epoch, not hung, would make some each time)."""
 

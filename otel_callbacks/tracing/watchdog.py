@@ -7,9 +7,9 @@ call of it) and, once that call has run past its slow threshold, counts it slow 
 ``ultralytics.callback.slow``; its span and ``slow_callback`` event still come when it returns, and
 its return counts nothing more: ``slow.hung_calls``), warns once per callback and run, and puts a
 ``stall`` span into the run's trace: from the call's start to that moment, in the call's phase,
-naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again at
-2, 4, 8... times the threshold, at most ``Limits.stall_spans`` times per call and
-``Limits.stall_spans_per_run`` per run.
+naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again each
+time the call has run twice as long as at the last one, at most ``Limits.stall_spans`` times per
+call and ``Limits.stall_spans_per_run`` per run.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Watchdog:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._reports: dict[tuple[int, int], int] = {}  # call -> stall spans made
+        self._reports: dict[tuple[int, int], tuple[int, int]] = {}  # call -> stall spans made, next due
         self._per_run: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         threading.Thread(target=self._watch, name=_THREAD_NAME, daemon=True).start()
 
@@ -126,13 +126,13 @@ class Watchdog:
                     elapsed / 1e9,
                     threshold / 1e9,
                 )
-        made = self._reports.get(call, 0)
+        made, due = self._reports.get(call, (0, threshold))
         limits = binding.telemetry.settings.limits
-        if made >= limits.stall_spans or elapsed < threshold << made or context is None or run is None:
+        if made >= limits.stall_spans or elapsed < due or context is None or run is None:
             return  # (no context: a quiet predict run or no run, whose root is not made from here)
         if self._per_run.get(run, 0) >= limits.stall_spans_per_run:
             return
-        self._reports[call] = made + 1
+        self._reports[call] = (made + 1, 2 * elapsed)  # backing off: the next when it has run twice as long
         self._per_run[run] = self._per_run.get(run, 0) + 1
         attributes = dict(binding.attributes)
         attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
