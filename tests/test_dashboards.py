@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from otel_callbacks import semconv
-from tests.e2e.backends import require
+from tests.e2e.backends import go_release, require
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
@@ -289,10 +289,9 @@ def test_readme_explains_every_panel_and_alert(dashboard):
 
 def test_compose_names_the_jaeger_and_collector_releases_that_ci_runs(compose):
     images = {name: service["image"] for name, service in compose["services"].items()}
-    ci = ROOT / ".ci"
-    contrib = re.search(r"collector-contrib/\S+ v(\S+)", (ci / "otelcol" / "go.mod").read_text())[1]
-    assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{contrib}"
-    jaeger = (ci / "jaeger" / "go.mod").read_text()
-    minor, patch = re.search(r"jaegertracing/jaeger v1\.(\d+)\.(\d+)", jaeger).groups()
+    exporter = "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
+    contrib = go_release("otelcol", exporter)
+    assert images["otel-collector"] == f"otel/opentelemetry-collector-contrib:{contrib[1:]}"
+    major, minor, patch = go_release("jaeger", "github.com/jaegertracing/jaeger")[1:].split(".")
     # The Jaeger module's v1 tags carry the v2 release 63 minors behind: v1.75.0 is Jaeger 2.12.0.
-    assert images["jaeger"] == f"jaegertracing/jaeger:2.{int(minor) - 63}.{patch}"
+    assert major == "1" and images["jaeger"] == f"jaegertracing/jaeger:2.{int(minor) - 63}.{patch}"

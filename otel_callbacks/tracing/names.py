@@ -1,4 +1,5 @@
-"""How a callback is named on spans and metrics: its qualified name and its integration."""
+"""How a callback is named on spans and metrics: its qualified name, its integration, and what a
+span of one of its calls carries."""
 
 from __future__ import annotations
 
@@ -33,3 +34,15 @@ def span_name(event: str, integration: str, callback_name: str) -> str:
     if integration != semconv.INTEGRATION_USER:
         return f"{event} {integration}"
     return f"{event} {callback_name.rsplit('.', 1)[-1]}"
+
+
+def call_attributes(attributes: dict[str, Any], state: Any, is_batch: bool) -> dict[str, Any]:
+    """A span's attributes for a call: the callback's own (``attributes``, copied), the epoch, and
+    the batch's index for a per-batch event; the call's span and a stall span alike."""
+    attributes = dict(attributes)
+    epoch = state.epoch
+    if epoch is not None:
+        attributes[semconv.ATTR_EPOCH] = epoch
+    if state.batch_index >= 0 and is_batch:
+        attributes[semconv.ATTR_BATCH_INDEX] = state.batch_index
+    return attributes

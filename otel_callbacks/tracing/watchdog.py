@@ -29,6 +29,7 @@ from typing import Any
 from .. import semconv as sc
 from ..telemetry.histograms import NO_CONTEXT
 from .clock import perf_ns, wall
+from .names import call_attributes
 from .slow import hung_calls
 
 logger = logging.getLogger(sc.LOGGER_NAME)
@@ -134,16 +135,13 @@ class Watchdog:
             return
         self._reports[call] = (made + 1, 2 * elapsed)  # backing off: the next when it has run twice as long
         self._per_run[run] = self._per_run.get(run, 0) + 1
-        attributes = dict(binding.attributes)
+        names = _thread_names()
+        attributes = call_attributes(binding.attributes, state, callback.is_batch)
         attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
-        attributes[sc.ATTR_THREAD_NAME] = _thread_names().get(thread_id, str(thread_id))
-        attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id)
+        attributes[sc.ATTR_THREAD_NAME] = names.get(thread_id, str(thread_id))
+        attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id, names)
         if stack:
             attributes[sc.ATTR_PHASE] = stack[0].name
-        if state.epoch is not None:
-            attributes[sc.ATTR_EPOCH] = state.epoch
-        if state.batch_index >= 0 and callback.is_batch:
-            attributes[sc.ATTR_BATCH_INDEX] = state.batch_index
         start = call[1]
         span = binding.tracer.start_span(sc.SPAN_STALL, context, attributes, wall(start))
         span.end(end_time=wall(start + elapsed))
@@ -161,9 +159,8 @@ def _thread_names() -> dict[int | None, str]:
     return {thread.ident: thread.name for thread in threading.enumerate()}
 
 
-def _stacks(frames: dict[int, FrameType], hung: int) -> str:
+def _stacks(frames: dict[int, FrameType], hung: int, names: dict[int | None, str]) -> str:
     """Every thread's stack but the watchdog's, most recent call first, the hung thread's first."""
-    names = _thread_names()
     ordered = sorted(frames.items(), key=lambda item: item[0] != hung)
     parts = []
     for thread_id, frame in ordered:

@@ -22,7 +22,7 @@ from ..config import Settings, instrumentation_enabled
 from ..hooks import BATCH_EVENTS, MODE_OF_EVENT, mode_of
 from ..telemetry import providers
 from .clock import perf_ns, wall
-from .names import integration_of, qualified_name, span_name
+from .names import call_attributes, integration_of, qualified_name, span_name
 from .outcomes import clean_exit
 from .trackers import tracker_for
 
@@ -255,12 +255,7 @@ class InstrumentedCallback:
 
     def _start_span(self, binding: _Binding, state: Any, start: int) -> Any:
         """This call's span, in the innermost phase of its engine, from ``start`` (perf_counter ns)."""
-        attributes = dict(binding.attributes)
-        epoch = state.epoch
-        if epoch is not None:
-            attributes[semconv.ATTR_EPOCH] = epoch
-        if state.batch_index >= 0 and self.is_batch:
-            attributes[semconv.ATTR_BATCH_INDEX] = state.batch_index
+        attributes = call_attributes(binding.attributes, state, self.is_batch)
         return binding.tracer.start_span(
             binding.span_name, context=state.context, attributes=attributes, start_time=wall(start)
         )

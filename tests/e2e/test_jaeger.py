@@ -6,7 +6,6 @@ with ``send``, reads as one tree too."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +14,9 @@ import uuid
 import pytest
 
 from otel_callbacks import semconv as sc
-from tests.e2e.backends import ROOT, wait_until
+from tests.e2e.backends import wait_until
 from tests.e2e.jaeger import jaeger
-from tests.e2e.test_otlp_backends import REAL_TRAINING, run
+from tests.e2e.test_otlp_backends import REAL_TRAINING, child_env, run
 from tests.e2e.test_training_faults import TRAIN, signalled, training_env
 from tests.e2e.versions import ULTRALYTICS_8_4
 from tests.test_replay import SYNTHETIC_RUN
@@ -248,9 +247,8 @@ sys.stdin.read()  # exporters, /metrics included, stay up until the test closes 
 
 def test_a_hung_training_shows_its_stall_in_jaeger_while_it_hangs(backend, data, tmp_path):
     service = f"hang-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env |= exporting_to(backend, "http/protobuf", service) | {"OTEL_BSP_SCHEDULE_DELAY": "200"}
-    env |= {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.5", "PYTHONPATH": str(ROOT)}
+    env = exporting_to(backend, "http/protobuf", service) | {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env = child_env(env | {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.5"})
     log = tmp_path / "training.log"
     training = subprocess.Popen(
         [sys.executable, "-c", HANG, str(data), str(tmp_path)],

@@ -19,12 +19,15 @@ from tests.test_replay import SYNTHETIC_RUN, file_spans
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """A child's environment: this one's but its OTEL_ variables, then ``env``; this checkout first."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return inherited | env | {"PYTHONPATH": str(ROOT)}
+
+
 def run(code: str, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | env
-    full_env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    command = [sys.executable, "-c", code, *args]
+    out = subprocess.run(command, env=child_env(env), capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
