@@ -120,15 +120,45 @@ def test_stall_spans_back_off_each_twice_as_long_into_the_hang_as_the_one_before
     assert all(later >= 2 * earlier for earlier, later in pairwise(durations)), durations
 
 
-@pytest.mark.parametrize("settings", [replace(WATCHED, limits=Limits(stall_spans=2))], indirect=True)
+BOUNDED = [
+    replace(WATCHED, limits=Limits(stall_spans=2)),
+    replace(WATCHED, limits=Limits(stall_spans_per_run=2)),
+]
+
+
+@pytest.mark.parametrize("settings", BOUNDED, indirect=True, ids=["per call", "per run"])
 def test_stall_spans_stop_at_their_bound(recorded):
     hang = Hang()
     try:
-        wait_until(lambda: len(stalls(recorded)) == 2, 10, "two stall spans")
-        time.sleep(0.6)  # past the third one's time
+        made = wait_until(lambda: len(found := stalls(recorded)) == 2 and found, 10, "two stall spans")
+        time.sleep(2 * made[-1].attributes[sc.ATTR_STALL_DURATION] + 0.3)  # past the third one's time
     finally:
         hang.end()
     assert len(stalls(recorded)) == 2
+
+
+@pytest.mark.parametrize("settings", [WATCHED], indirect=True)
+def test_the_stacks_keep_their_depth(recorded, monkeypatch):
+    monkeypatch.setattr(watchdog, "_STACK_DEPTH", 2)
+    hang = Hang()
+    try:
+        stall = wait_until(lambda: stalls(recorded), 10, "a stall span")[0]
+    finally:
+        hang.end()
+    for thread in stall.attributes[sc.ATTR_STALL_STACKS].split("\n\n"):
+        assert len(thread.splitlines()) <= 1 + 2, thread  # its header, its two innermost calls
+
+
+@pytest.mark.parametrize("settings", [WATCHED], indirect=True)
+def test_the_stacks_are_cut_at_their_size(recorded, monkeypatch):
+    monkeypatch.setattr(watchdog, "_STACKS_MAX", 300)
+    hang = Hang()
+    try:
+        stall = wait_until(lambda: stalls(recorded), 10, "a stall span")[0]
+    finally:
+        hang.end()
+    stacks = stall.attributes[sc.ATTR_STALL_STACKS]
+    assert len(stacks) <= 300 and stacks.endswith("\n... (cut)") and stacks.startswith("Thread ")
 
 
 @pytest.mark.parametrize("settings", [WATCHED], indirect=True)
