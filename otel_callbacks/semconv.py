@@ -48,12 +48,15 @@ ATTR_FAILED_DATASETS = "ultralytics.datasets.failed"
 ATTR_RESUME_EPOCH = "ultralytics.resume.epoch"  # a resumed run's root: the first epoch it trains
 ATTR_RESUME_TRACE_ID = "ultralytics.resume.trace_id"  # and the trace it continues (also a span link)
 HYPERPARAMETER_PREFIX = "ultralytics.hyp."  # an iteration's or trial's hyperparameters: + its key
-# The embedded file's record of a phase as it opens: a span of its own id, the phase's child, ended at
-# its start (a zero-length row where a file is read as it is). Where the phase's span came, readers drop
-# the record; where none came (SIGKILL), `send` and `report` make it that span, with the phase's id and
-# parent (the hex id in ATTR_OPEN_PARENT; "" for a root), ERROR with UNCLOSED (telemetry/otlp_file.py).
+# The record of a long phase still open, exported soon after it opens (a backend shows it while the
+# phase runs): a span of its own id, the phase's child, 1 ns long from the phase's start, named as the
+# phase with OPEN_SUFFIX (a zero-length row once the phase has come too). Where the phase's span came,
+# the file's readers drop the record; where none came (SIGKILL), `send` and `report` make it that span,
+# with the phase's name, id and parent (the hex id in ATTR_OPEN_PARENT; "" for a root), ERROR with
+# UNCLOSED (telemetry/otlp_file.py).
 ATTR_OPEN = "otel_callbacks.open"
 ATTR_OPEN_PARENT = "otel_callbacks.open.parent_span_id"
+OPEN_SUFFIX = " (in progress)"
 UNCLOSED = "the process ended without closing this phase"
 # A run's root: seconds otel_callbacks spent around its callbacks (the timing table's overhead line).
 ATTR_OVERHEAD = "otel_callbacks.overhead_s"

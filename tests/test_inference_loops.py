@@ -4,10 +4,13 @@ files bounded by rotation and read back as one set, open records made off the ca
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from otel_callbacks import semconv as sc
@@ -17,11 +20,19 @@ from otel_callbacks.apps.send import spans as request_spans
 from otel_callbacks.config import Limits, Settings
 from otel_callbacks.telemetry import otlp_file
 from otel_callbacks.telemetry.file_exporters import FileSpanExporter
-from otel_callbacks.telemetry.open_phases import OpenPhase
+from otel_callbacks.telemetry.open_phases import OpenPhase, OpenRecords
 from otel_callbacks.tracing import current_tracker
 from tests.engines import DetectionPredictor, DetectionTrainer, run_predict, run_train
+from tests.otlp_receiver import Receiver
 
 QUIET = Settings(table_min_duration=5.0, summary_interval=3600.0)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
 
 
 def failing_predict(predictor):
@@ -173,7 +184,7 @@ def run_predict_batches(predictor, batches):
 def write_spans(file, count, open_every=0):
     """``count`` one-span requests; every ``open_every``-th span first as an open record."""
     tracer = TracerProvider().get_tracer("t")
-    exporter = FileSpanExporter(file)
+    exporter = OpenRecords(FileSpanExporter(file))
     for index in range(count):
         span = tracer.start_span(f"s{index}")
         if open_every and index % open_every == 0:
@@ -204,7 +215,7 @@ def test_the_file_rotates_at_its_cap_keeps_its_backups_and_drops_the_oldest_once
 def test_an_open_record_in_a_rotated_file_is_resolved_by_its_span_in_the_current_one(tmp_path):
     file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc", max_bytes=1500, backups=50)
     tracer = TracerProvider().get_tracer("t")
-    exporter = FileSpanExporter(file)
+    exporter = OpenRecords(FileSpanExporter(file))
     root = tracer.start_span("run")
     exporter.export([OpenPhase(root)])  # written: the root is still open
     write_spans(file, 30)
@@ -231,7 +242,7 @@ def test_without_backups_the_full_file_is_dropped_and_started_again(tmp_path):
 
 def test_an_open_record_is_made_at_export_only_for_a_phase_still_open(tmp_path):
     file = otlp_file.OtlpJsonLinesFile(tmp_path, "svc")
-    exporter = FileSpanExporter(file)
+    exporter = OpenRecords(FileSpanExporter(file))
     tracer = TracerProvider().get_tracer("t")
     ended, still_open = tracer.start_span("ended"), tracer.start_span("open", attributes={"k": 1})
     queued = [OpenPhase(ended), OpenPhase(still_open)]
@@ -239,11 +250,11 @@ def test_an_open_record_is_made_at_export_only_for_a_phase_still_open(tmp_path):
     exporter.export([*queued, ended])
     spans = [s for r in otlp_file._requests(file.traces_path, None) for s in request_spans(r)]
     assert [(s.name, dict(s.attributes)) for s in spans] == [
-        ("open", {"k": 1, sc.ATTR_OPEN: True, sc.ATTR_OPEN_PARENT: ""}),  # a root: no parent
+        ("open (in progress)", {"k": 1, sc.ATTR_OPEN: True, sc.ATTR_OPEN_PARENT: ""}),  # a root: no parent
         ("ended", {}),
     ]
     record, phase = spans[0], still_open.get_span_context()
-    assert record.start_time == record.end_time
+    assert record.end_time - record.start_time == 1, "a zero-length row (Jaeger warns of a 0 ns span)"
     assert record.parent.span_id == phase.span_id and record.context.span_id != phase.span_id, (
         "an id of its own"
     )
@@ -259,8 +270,43 @@ def test_announcing_writes_nothing_on_the_callers_thread(tmp_path, monkeypatch):
     assert not tel.output.traces_path.exists(), "queued for the export thread, not written"
     tel.force_flush(5)
     (record,) = [s for r in otlp_file._requests(tel.output.traces_path, None) for s in request_spans(r)]
-    assert record.name == "train" and record.attributes[sc.ATTR_OPEN] is True
+    assert record.name == "train (in progress)" and record.attributes[sc.ATTR_OPEN] is True
     span.end()
+
+
+def test_an_otlp_backend_gets_the_record_of_a_phase_while_it_runs_and_no_other_processor_does(
+    receiver, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.delenv("OTEL_BSP_SCHEDULE_DELAY", raising=False)
+    tel = telemetry.configure(Settings(output_dir=tmp_path, summary=False))
+    mine = InMemorySpanExporter()
+    tel.owned[0].add_span_processor(SimpleSpanProcessor(mine))  # an application's, on our provider
+    span = tel.tracer.start_span("epoch", attributes={sc.ATTR_EPOCH: 3})
+    tel.announce(span)
+    # Exported by the processor's own schedule (EXPORT_DELAY_MS), with nothing flushed.
+    (record,) = wait_for(receiver.spans, 10)
+    assert (record.name, record.start_time_unix_nano) == (
+        "epoch (in progress)",
+        record.end_time_unix_nano - 1,
+    )
+    assert record.parent_span_id == span.get_span_context().span_id.to_bytes(8, "big")
+    assert {kv.key: kv.value for kv in record.attributes}[sc.ATTR_EPOCH].int_value == 3
+    span.end()
+    telemetry.shutdown()
+    assert [s.name for s in receiver.spans()] == ["epoch (in progress)", "epoch"]
+    assert [s.name for s in mine.get_finished_spans()] == ["epoch"], "an open phase reaches ours only"
+
+
+def wait_for(read, timeout):
+    deadline = time.monotonic() + timeout
+    while not (got := read()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
 
 
 def test_a_finished_runs_file_read_as_it_is_holds_each_span_id_once_and_one_root(tmp_path, monkeypatch):
@@ -278,13 +324,13 @@ def test_a_finished_runs_file_read_as_it_is_holds_each_span_id_once_and_one_root
     assert [s.name for s in raw if s.parent is None] == ["train"], "one root"
     by_id = {s.context.span_id: s for s in raw}
     records = [s for s in raw if sc.ATTR_OPEN in s.attributes]
-    assert sorted(r.name for r in records) == ["epoch", "train"]
+    assert sorted(r.name for r in records) == ["epoch (in progress)", "train (in progress)"]
     for record in records:  # a zero-length row under its phase, at its start
         phase = by_id[record.parent.span_id]
         assert (
-            (phase.name, phase.start_time)
+            (phase.name + sc.OPEN_SUFFIX, phase.start_time)
             == (record.name, record.start_time)
-            == (record.name, record.end_time)
+            == (record.name, record.end_time - 1)
         )
     read = [s for r in otlp_file.read_file(tel.output.traces_path) for s in request_spans(r)]
     assert sorted(s.context.span_id for s in read) == sorted(set(ids) - {r.context.span_id for r in records})

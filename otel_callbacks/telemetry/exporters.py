@@ -56,22 +56,25 @@ def _chosen(signal: str, file_exporter: Any, file: Any) -> dict[str, Any]:
     return {name: new_exporter(signal, name) for name in names}
 
 
-def build_tracer_provider(resource: Any, file: Any) -> Any:
+def build_tracer_provider(resource: Any, file: Any) -> tuple[Any, list[Any], list[str]]:
+    """The provider, the span processors built here (those that take open phases: ``announce``), and
+    where traces go, described."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from .file_exporters import FileSpanExporter
+    from .open_phases import OpenRecords
 
     exporters = _chosen("traces", FileSpanExporter, file)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # our exit is bounded
-    for exporter in exporters.values():
-        # The file is written every FILE_DELAY_MS (the SDK's default is 5 s), so that a killed
-        # process loses at most that much of what had finished; OTEL_BSP_SCHEDULE_DELAY wins.
-        delay = FILE_DELAY_MS if isinstance(exporter, FileSpanExporter) else None
-        if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
-            delay = None
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
-    return provider, _describe(exporters, file and file.traces_path)
+    # Spans are exported every EXPORT_DELAY_MS (the SDK's default is 5 s), so that an open phase's
+    # record reaches the backend soon after the phase opens and a killed process loses at most that
+    # much of what had finished; OTEL_BSP_SCHEDULE_DELAY wins.
+    delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip() else EXPORT_DELAY_MS
+    processors = [BatchSpanProcessor(OpenRecords(e), schedule_delay_millis=delay) for e in exporters.values()]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider, processors, _describe(exporters, file and file.traces_path)
 
 
 def build_meter_provider(resource: Any, file: Any) -> Any:
@@ -91,7 +94,7 @@ def build_meter_provider(resource: Any, file: Any) -> Any:
 
 
 _FILE = "file"
-FILE_DELAY_MS = 500
+EXPORT_DELAY_MS = 500
 
 
 def _describe(exporters: dict[str, Any], path: Any) -> list[str]:

@@ -1,5 +1,5 @@
-"""The embedded default's exporters: finished spans and metric deltas as lines of its file, and the
-records of long phases still open (``open_phases.OpenPhase``), made on the export thread."""
+"""The embedded default's exporters: finished spans (and the records of long phases still open,
+``open_phases.OpenRecords``) and metric deltas as lines of its file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .open_phases import OpenPhase
 from .otlp_file import OtlpJsonLinesFile
 
 
@@ -25,11 +24,9 @@ class FileSpanExporter(SpanExporter):
     def __init__(self, file: OtlpJsonLinesFile) -> None:
         self.file = file
 
-    def export(self, spans: Sequence[ReadableSpan | OpenPhase]) -> SpanExportResult:
-        records = [s.record() if isinstance(s, OpenPhase) else s for s in spans]
-        records = [r for r in records if r is not None]
-        if records:
-            self.file.write(encode_spans(records))
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if spans:
+            self.file.write(encode_spans(spans))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

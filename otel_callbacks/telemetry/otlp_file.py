@@ -113,7 +113,7 @@ def repaired(
 ) -> list[ExportTraceServiceRequest | ExportMetricsServiceRequest]:
     """One process's requests with its open-phase records resolved: a record whose phase's span came
     later is dropped; one whose phase never ended (SIGKILL, power loss) becomes that phase's span,
-    with its id and parent, ERROR ``semconv.UNCLOSED``, ended at the last moment the requests hold (a
+    with its name, id and parent, ERROR ``semconv.UNCLOSED``, ended at the last moment the requests hold (a
     span's end, an unclosed phase's start, a metric point where metrics are among them), so the tree
     has no orphans, no child outlives its parent and the phases keep their ids. (A record written
     before records had ids of their own carries its phase's id and parent, and no
@@ -142,6 +142,8 @@ def repaired(
         if phase in closed:
             scope_spans.spans.remove(span)
             continue
+        if span.name.endswith(semconv.OPEN_SUFFIX):  # (older records have the phase's name)
+            span.name = span.name[: -len(semconv.OPEN_SUFFIX)]
         kept = [kv for kv in span.attributes if not kv.key.startswith(semconv.ATTR_OPEN)]
         del span.attributes[:]
         span.attributes.extend(kept)

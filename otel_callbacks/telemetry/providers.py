@@ -24,7 +24,7 @@ from ..config import Settings
 from ..version import __version__
 from . import exporter_logs, signals
 from .counters import counters
-from .exporters import application_provider, build_meter_provider, build_tracer_provider, exporter_names
+from .exporters import application_provider, build_meter_provider, build_tracer_provider
 from .health import HealthInstruments
 from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
 from .open_phases import OpenPhase
@@ -51,7 +51,7 @@ class Telemetry:
         owned: Iterable[Any] = (),
         output: Any = None,
         destinations: dict[str, list[str]] | None = None,
-        traces_to_file: bool = False,
+        open_phase_processors: Iterable[Any] = (),
     ) -> None:
         self.settings = settings
         self.destinations = destinations or {}
@@ -59,8 +59,8 @@ class Telemetry:
         self.enabled = settings.enabled
         self.owned = list(owned)  # providers built here, shut down at exit
         self.output = output  # the embedded default's files (traces, metrics), when it is used
-        self.announces = traces_to_file
-        """Whether long phases are announced as they open: when traces go to the embedded file only."""
+        self.open_phase_processors = list(open_phase_processors)
+        """The span processors built here, which take long phases as they open (``announce``)."""
         self.tracer = trace.get_tracer(semconv.TRACER_NAME, __version__, tracer_provider=tracer_provider)
         if hasattr(self.tracer, "id_generator"):  # an SDK tracer: ours alone, whoever owns the provider
             self.tracer.id_generator = PrivateRandomIdGenerator()
@@ -116,13 +116,15 @@ class Telemetry:
             self.report_error(exc)
 
     def announce(self, span: Any) -> None:
-        """Hand a long phase to the span pipeline as it opens, so that a process killed before the
-        phase ends leaves a record of it in the embedded file (``open_phases.OpenPhase``: made on the
-        export thread, and only for a phase still open then; repaired when the file is read)."""
-        if not self.announces:
+        """Hand a long phase to the span processors built here as it opens, so that its backend shows
+        it while it runs, and a process killed before it ends leaves a record of it in the embedded file
+        (``open_phases.OpenPhase``: made on the export thread, and only for a phase still open then)."""
+        if not self.open_phase_processors:
             return
         try:
-            self.tracer.span_processor.on_end(OpenPhase(span))
+            opened = OpenPhase(span)
+            for processor in self.open_phase_processors:
+                processor.on_end(opened)
         except Exception as exc:
             self.report_error(exc)
 
@@ -230,7 +232,7 @@ def configure(
         tracer_provider = tracer_provider or application_provider(trace.get_tracer_provider())
         meter_provider = meter_provider or application_provider(metrics.get_meter_provider())
         owned = []
-        output = None
+        output, open_phase_processors = None, []
         destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
         if tracer_provider is None or meter_provider is None:
             resource = process_resource()
@@ -239,15 +241,16 @@ def configure(
             bounds = settings.file_max_bytes, settings.file_backups
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME], *bounds)
             if tracer_provider is None:
-                tracer_provider, destinations["traces"] = build_tracer_provider(resource, output)
+                tracer_provider, open_phase_processors, destinations["traces"] = build_tracer_provider(
+                    resource, output
+                )
                 owned.append(tracer_provider)
             if meter_provider is None:
                 meter_provider, destinations["metrics"] = build_meter_provider(resource, output)
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
-        traces_to_file = output is not None and tracer_provider in owned and exporter_names("traces") is None
         active = Telemetry(
-            settings, tracer_provider, meter_provider, owned, output, destinations, traces_to_file
+            settings, tracer_provider, meter_provider, owned, output, destinations, open_phase_processors
         )
         arm_sigterm()
         return active

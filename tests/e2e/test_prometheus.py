@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.e2e.backends import free_port, prometheus, prometheus_exporter_env, promql, stop, wait_until
+import yaml
+
+from tests.e2e.backends import (
+    free_port,
+    get_json,
+    prometheus,
+    prometheus_exporter_env,
+    promql,
+    stop,
+    wait_until,
+)
 from tests.e2e.test_jaeger import HANG
+from tests.test_dashboards import DASHBOARDS
 
 TRAIN_AND_WAIT = """
 import sys, time
@@ -84,12 +97,26 @@ def test_prometheus_scrapes_the_callback_histograms_with_the_contract_labels(dat
             stop(trainer)
 
 
-def test_a_hung_training_is_counted_slow_and_stops_moving_while_it_hangs(data, tmp_path):
+def stalled_rule_scaled(tmp_path: Path) -> str:
+    """The shipped ``UltralyticsTrainingStalled`` with its 10 minutes without progress and its 5 minutes'
+    wait scaled down to 3 s and 2 s, its expression otherwise as shipped: a rule file's path."""
+    shipped = yaml.safe_load((DASHBOARDS / "prometheus" / "alerts.yml").read_text())
+    (rule,) = [r for r in shipped["groups"][0]["rules"] if r["alert"] == "UltralyticsTrainingStalled"]
+    assert rule["expr"].count("_since_progress_seconds) > 600)") == 1 and rule["for"] == "5m"
+    rule["expr"] = rule["expr"].replace("_since_progress_seconds) > 600)", "_since_progress_seconds) > 3)")
+    rule["for"] = "2s"
+    path = tmp_path / "stalled.yml"
+    path.write_text(json.dumps({"groups": [{"name": "stalled", "rules": [rule]}]}))
+    return str(path)
+
+
+def test_a_hung_training_is_counted_slow_stops_moving_and_alerts_while_it_hangs(data, tmp_path):
     port = free_port()
     env = prometheus_exporter_env(port, "yolo-hang") | {"OTEL_CALLBACKS_SLOW_THRESHOLD": "1"}
     since = 'ultralytics_train_since_progress_seconds{job="otel-callbacks"}'
     slow = 'ultralytics_callback_slow_total{code_function_name=~".*checkpoint_uploader"}'
-    with prometheus(tmp_path, [f"127.0.0.1:{port}"]) as url:
+    rules = [stalled_rule_scaled(tmp_path)]
+    with prometheus(tmp_path, [f"127.0.0.1:{port}"], rule_files=rules) as url:
         trainer = subprocess.Popen(
             [sys.executable, "-c", HANG, str(data), str(tmp_path / "runs")],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -98,12 +125,22 @@ def test_a_hung_training_is_counted_slow_and_stops_moving_while_it_hangs(data, t
             wait_until(lambda: "HANGING" in trainer.stdout.readline(), 240, "the training to hang", 0)
             wait_until(lambda: [s for s in promql(url, slow) if s["value"][1] == "1"], 30, "a slow count")
             wait_until(lambda: promql(url, f"{since} > 3"), 30, "seconds since it moved, growing")
+            (alert,) = wait_until(lambda: stalled(url, "firing"), 30, "UltralyticsTrainingStalled to fire")
+            assert alert["labels"]["severity"] == "critical" and "runbook" in alert["annotations"]
             assert trainer.poll() is None, "all of it while the callback hangs"
             trainer.stdin.write("\n")
             trainer.stdin.flush()
             wait_until(lambda: "DONE" in trainer.stdout.readline(), 120, "the training to finish", 0)
             wait_until(lambda: promql(url, f"{since} == 0"), 30, "zero once the training ended")
+            wait_until(lambda: not stalled(url), 30, "the alert resolved once the training moved")
             assert [s["value"][1] for s in promql(url, slow)] == ["1"], "its return counted nothing more"
         finally:
             trainer.stdin.close()
             stop(trainer)
+
+
+def stalled(url: str, state: str | None = None) -> list[dict]:
+    """The active ``UltralyticsTrainingStalled`` alerts (in ``state``: pending, firing)."""
+    alerts = get_json(f"{url}/api/v1/alerts")["data"]["alerts"]
+    named = [a for a in alerts if a["labels"]["alertname"] == "UltralyticsTrainingStalled"]
+    return [a for a in named if state in (None, a["state"])]
