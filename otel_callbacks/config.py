@@ -74,6 +74,10 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
 
 
+def _factor(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 1 <= v < float("inf"), "a finite number >= 1")
+
+
 def process_ranks(env: Mapping[str, str] | None = None) -> dict[str, int]:
     """This process's place in a distributed training, from the variables torch.distributed.run sets
     (RANK, LOCAL_RANK, WORLD_SIZE); empty outside one. Values that are not integers are ignored."""
@@ -188,6 +192,16 @@ class Settings:
     """``OTEL_CALLBACKS_WATCHDOG_INTERVAL``: seconds between two looks of the watchdog thread at the
     calls in progress: a call that runs past its slow threshold is counted slow then, and its run's
     trace gets a ``stall`` span with every thread's stack (0: no watchdog)."""
+    stall_factor: float = 10.0
+    """``OTEL_CALLBACKS_STALL_FACTOR``: a batch, or a wait for the dataloader, has stalled once it has
+    run this many times its loop's recent p99 batch time (and at least ``stall_min``): the watchdog
+    gives its run a ``stall`` span (tracing/engine_stalls.py)."""
+    stall_min: float = 60.0
+    """``OTEL_CALLBACKS_STALL_MIN``: the fewest seconds after which a batch or a wait has stalled."""
+    stall_phase: float = 1800.0
+    """``OTEL_CALLBACKS_STALL_PHASE``: seconds after which anything else an engine does between two
+    firings has stalled: a phase with no hook inside (setup's dataset caching, a checkpoint write),
+    or a loop too young to know its batch times."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
     handle_sigterm: bool = True
@@ -230,6 +244,9 @@ class Settings:
             watchdog_interval=_seconds_or_zero(
                 env, "OTEL_CALLBACKS_WATCHDOG_INTERVAL", cls.watchdog_interval
             ),
+            stall_factor=_factor(env, "OTEL_CALLBACKS_STALL_FACTOR", cls.stall_factor),
+            stall_min=_seconds(env, "OTEL_CALLBACKS_STALL_MIN", cls.stall_min),
+            stall_phase=_seconds(env, "OTEL_CALLBACKS_STALL_PHASE", cls.stall_phase),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
             handle_sigterm=_bool(env, "OTEL_CALLBACKS_SIGTERM", cls.handle_sigterm),

@@ -206,10 +206,12 @@ RUN_ATTRIBUTES = {
 EVENT_SLOW_CALLBACK = "slow_callback"
 ATTR_SLOW = "ultralytics.slow"  # true on a slow invocation's span (with its event): a tag to search by
 
-# A call that hangs, seen while it hangs (tracing/watchdog.py): a span from the call's start to the
-# moment it was seen, in the call's phase, repeated with backoff.
+# A call that hangs, or an engine stuck between two firings (a batch, a dataloader wait, a phase with
+# no hooks), seen while it lasts (tracing/watchdog.py): a span from its start to the moment it was
+# seen, in its phase, repeated with backoff.
 SPAN_STALL = "stall"
-ATTR_STALL_DURATION = "ultralytics.stall.duration_s"  # how long the call had run then
+ATTR_STALL_DURATION = "ultralytics.stall.duration_s"  # how long it had run then
+ATTR_STALL_BOUND = "ultralytics.stall.bound_s"  # an engine's stall: the bound it ran past
 ATTR_STALL_STACKS = "ultralytics.stall.stacks"  # every thread's stack, as faulthandler prints them
 ATTR_THREAD_NAME = "thread.name"  # the hung call's thread (OpenTelemetry's attribute)
 EVENT_EPOCH_RESTART = "epoch_restart"  # on the root, one per restarted epoch

@@ -84,7 +84,7 @@ class PhaseTracker(PhaseMachine, RunLifecycle, QuietRuns):
         self._opening = self._handlers()
         self._start_health()
         try:
-            watch(self._settings.watchdog_interval)
+            watch(self._settings.watchdog_interval, self)
         except Exception as exc:  # no thread to be had: no watchdog, the rest as ever
             telemetry.report_error(exc)
 

@@ -10,6 +10,10 @@ its return counts nothing more: ``slow.hung_calls``), warns once per callback an
 naming what hangs, with every thread's stack as ``faulthandler`` prints them. It does so again each
 time the call has run twice as long as at the last one, at most ``Limits.stall_spans`` times per
 call and ``Limits.stall_spans_per_run`` per run.
+
+It also looks at each engine with no callback running: a batch, a wait for the dataloader or a phase
+with no hook that has run far beyond what is expected of it (``engine_stalls.py``) gets stall spans
+the same way, and a warning once per run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 from .. import semconv as sc
 from ..telemetry.histograms import NO_CONTEXT
 from .clock import perf_ns, wall
+from .engine_stalls import activity, bound_ns, stall_attributes
 from .names import call_attributes
 from .slow import hung_calls
 
@@ -65,6 +70,7 @@ class Watchdog:
         self.interval = interval
         self._reports: dict[tuple[int, int], tuple[int, int]] = {}  # call -> stall spans made, next due
         self._per_run: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.trackers: weakref.WeakSet[Any] = weakref.WeakSet()  # whose engines it looks at
         threading.Thread(target=self._watch, name=_THREAD_NAME, daemon=True).start()
 
     def _watch(self) -> None:
@@ -99,7 +105,76 @@ class Watchdog:
                 except Exception as exc:  # the telemetry's failure never reaches the training
                     binding.telemetry.report_error(exc)
         hung_calls.keep_only(running)
-        self._reports = {call: made for call, made in self._reports.items() if call in running}
+        busy, stalling = {state_id for state_id, _ in running}, set()
+        for tracker in list(self.trackers):
+            try:
+                self._look_at_engines(tracker, busy, stalling, now, frames)
+            except Exception as exc:  # the telemetry's failure never reaches the training
+                tracker._telemetry.report_error(exc)
+        self._reports = {key: made for key, made in self._reports.items() if key in running | stalling}
+
+    def _look_at_engines(
+        self,
+        tracker: Any,
+        busy: set[int],
+        stalling: set[tuple[int, int]],
+        now: int,
+        frames: dict[int, FrameType],
+    ) -> None:
+        """Each engine of ``tracker`` with no callback running (nor its validator's): stall spans once
+        what it does has run past its bound. A trainer moves while its validator does."""
+        settings = tracker._settings
+        if settings.watchdog_interval <= 0:
+            return
+        states = list(tracker.states.values())
+        validated: dict[int, int] = {}
+        for state in states:
+            if state.parent is not None:
+                moved = validated.get(id(state.parent), 0)
+                validated[id(state.parent)] = max(moved, state.last_end)
+                if id(state) in busy:
+                    busy.add(id(state.parent))
+        for state in states:
+            found = None if id(state) in busy else activity(state)
+            if found is None:
+                continue
+            what, since = found
+            since = max(since, validated.get(id(state), 0))
+            key = (id(state), since)
+            stalling.add(key)
+            elapsed, bound = now - since, bound_ns(state, what, settings)
+            if elapsed > bound and self._due(key, state.run, bound, elapsed, settings.limits):
+                self._report_engine(tracker, state, what, since, elapsed, bound, frames)
+
+    def _report_engine(
+        self, tracker: Any, state: Any, what: str, since: int, elapsed: int, bound: int, frames: dict
+    ) -> None:
+        key = (what, "")
+        if key not in state.run.warned:
+            state.run.warned.add(key)
+            logger.warning(
+                "otel_callbacks: %s %s has run for %.1f s with no hook firing (expected at most %.1f s); its "
+                "run's trace gets a stall span with every thread's stack",
+                state.run.mode,
+                what,
+                elapsed / 1e9,
+                bound / 1e9,
+            )
+        attributes = stall_attributes(state, what)
+        attributes[sc.ATTR_STALL_BOUND] = bound / 1e9
+        _stall_span(tracker._tracer, state.stack[-1].context, attributes, since, elapsed, frames, None)
+
+    def _due(self, key: tuple[int, int], run: Any, first: int, elapsed: int, limits: Any) -> bool:
+        """Whether a stall span is due now (at ``first`` ns, then each time it has run twice as long as
+        at the last one, within the bounds per call and per run); counts it if so."""
+        made, due = self._reports.get(key, (0, first))
+        if made >= limits.stall_spans or elapsed < due or run is None:
+            return False
+        if self._per_run.get(run, 0) >= limits.stall_spans_per_run:
+            return False
+        self._reports[key] = (made + 1, 2 * elapsed)
+        self._per_run[run] = self._per_run.get(run, 0) + 1
+        return True
 
     def _report(
         self,
@@ -127,24 +202,32 @@ class Watchdog:
                     elapsed / 1e9,
                     threshold / 1e9,
                 )
-        made, due = self._reports.get(call, (0, threshold))
-        limits = binding.telemetry.settings.limits
-        if made >= limits.stall_spans or elapsed < due or context is None or run is None:
+        if context is None or not self._due(call, run, threshold, elapsed, binding.telemetry.settings.limits):
             return  # (no context: a quiet predict run or no run, whose root is not made from here)
-        if self._per_run.get(run, 0) >= limits.stall_spans_per_run:
-            return
-        self._reports[call] = (made + 1, 2 * elapsed)  # backing off: the next when it has run twice as long
-        self._per_run[run] = self._per_run.get(run, 0) + 1
-        names = _thread_names()
         attributes = call_attributes(binding.attributes, state, callback.is_batch)
-        attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
-        attributes[sc.ATTR_THREAD_NAME] = names.get(thread_id, str(thread_id))
-        attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id, names)
         if stack:
             attributes[sc.ATTR_PHASE] = stack[0].name
-        start = call[1]
-        span = binding.tracer.start_span(sc.SPAN_STALL, context, attributes, wall(start))
-        span.end(end_time=wall(start + elapsed))
+        _stall_span(binding.tracer, context, attributes, call[1], elapsed, frames, thread_id)
+
+
+def _stall_span(
+    tracer: Any,
+    context: Any,
+    attributes: dict[str, Any],
+    start: int,
+    elapsed: int,
+    frames: dict[int, FrameType],
+    thread_id: int | None,
+) -> None:
+    """A stall span from ``start`` to ``elapsed`` later, with every thread's stack (the hung thread's,
+    where known, first and named)."""
+    names = _thread_names()
+    attributes[sc.ATTR_STALL_DURATION] = elapsed / 1e9
+    if thread_id is not None:
+        attributes[sc.ATTR_THREAD_NAME] = names.get(thread_id, str(thread_id))
+    attributes[sc.ATTR_STALL_STACKS] = _stacks(frames, thread_id, names)
+    span = tracer.start_span(sc.SPAN_STALL, context, attributes, wall(start))
+    span.end(end_time=wall(start + elapsed))
 
 
 def _instrumented(frame: FrameType | None) -> Iterable[FrameType]:
@@ -159,7 +242,7 @@ def _thread_names() -> dict[int | None, str]:
     return {thread.ident: thread.name for thread in threading.enumerate()}
 
 
-def _stacks(frames: dict[int, FrameType], hung: int, names: dict[int | None, str]) -> str:
+def _stacks(frames: dict[int, FrameType], hung: int | None, names: dict[int | None, str]) -> str:
     """Every thread's stack but the watchdog's, most recent call first, the hung thread's first."""
     ordered = sorted(frames.items(), key=lambda item: item[0] != hung)
     parts = []
@@ -180,9 +263,9 @@ _watchdog: Watchdog | None = None
 _lock = threading.Lock()
 
 
-def watch(interval: float) -> None:
+def watch(interval: float, tracker: Any) -> None:
     """Start the process's watchdog (once; an interval of 0 starts none), looking every ``interval``
-    seconds (the shortest asked for)."""
+    seconds (the shortest asked for), at ``tracker``'s engines too."""
     global _watchdog
     if interval <= 0:
         return
@@ -191,6 +274,7 @@ def watch(interval: float) -> None:
             _watchdog = Watchdog(interval)
         elif interval < _watchdog.interval:
             _watchdog.interval = interval
+        _watchdog.trackers.add(tracker)
 
 
 def _forget_in_child() -> None:  # a forked child has no watchdog thread: the next tracker starts one

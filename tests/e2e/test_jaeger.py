@@ -199,6 +199,7 @@ def train_into(backend, fault: str, data, tmp_path, epochs: int) -> tuple[str, d
     trace = backend.trace(found["traceID"])
     spans = trace["spans"]
     assert len({s["spanID"] for s in spans}) == len(spans) and not any(s["warnings"] for s in spans)
+    assert not [s for s in spans if s["operationName"] == sc.SPAN_STALL], "no false alarm"
     (root,) = [s for s in spans if parent_of(s) is None]
     return service, trace, root
 
