@@ -106,3 +106,55 @@ def _ancestors(span, by_id):
         chain.append(parent)
         parent = by_id[parent].parent_span_id if parent in by_id else b""
     return chain
+
+
+# Rank 1's batch callback hangs in its first batch while rank 0 goes on to its next collective and
+# waits there: a stall on each rank, each with its own stack.
+STUCK_RANK = """
+import os, time
+from ultralytics.engine.trainer import BaseTrainer
+
+def stuck_uploader(trainer):
+    if not getattr(stuck_uploader, "done", False):
+        stuck_uploader.done = True
+        time.sleep(20)
+
+_init = BaseTrainer.__init__
+
+def _init_with_uploader(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    if os.environ["RANK"] == "1":
+        self.add_callback("on_train_batch_end", stuck_uploader)
+
+BaseTrainer.__init__ = _init_with_uploader
+"""
+
+
+def test_a_rank_stuck_while_the_other_waits_in_a_collective_each_get_a_stall_with_their_own_stack(tmp_path):
+    data = demo.make_dataset(tmp_path / "dataset", train=16, val=16)
+    otel = tmp_path / "otel"
+    shim = CPU_SHIM + STUCK_RANK
+    code = f"DATA, PROJECT, CPU_SHIM = {str(data)!r}, {str(tmp_path / 'runs')!r}, {shim!r}\n" + LAUNCHER
+    env = {
+        "OTEL_CALLBACKS_DIR": str(otel),
+        "OTEL_CALLBACKS_SLOW_THRESHOLD": "2",
+        "OTEL_CALLBACKS_STALL_MIN": "2",
+        "OTEL_CALLBACKS_STALL_PHASE": "2",
+    }
+    out = run_python(code, env, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0 and "LAUNCHED" in out.stdout, out.stderr[-4000:]
+    spans = spans_in(otel)
+    by_id = {s.span_id: s for s, _ in spans}
+    assert len({s.trace_id for s, _ in spans}) == 1 and all(
+        s.parent_span_id in by_id for s, _ in spans if s.parent_span_id
+    ), "one trace, no orphan"
+    stalls = {}
+    for span, resource in spans:
+        if span.name == sc.SPAN_STALL:
+            stalls.setdefault(resource[sc.ATTR_RANK], []).append(attrs(span))
+    assert sorted(stalls) == [0, 1], "a stall on each rank"
+    stuck = stalls[1][0]
+    assert stuck[sc.ATTR_CALLBACK].endswith("stuck_uploader")
+    assert stuck[sc.ATTR_STALL_STACKS].split("\n\n")[0].splitlines()[1].endswith("in stuck_uploader")
+    waiting = stalls[0][0][sc.ATTR_STALL_STACKS]  # (Ultralytics' validation gathers its statistics)
+    assert " in all_gather" in waiting and "stuck_uploader" not in waiting, "rank 0 waits in a collective"
