@@ -16,7 +16,7 @@ from otel_callbacks import Settings
 from otel_callbacks import semconv as sc
 from otel_callbacks.config import SettingsError
 from tests.e2e.backends import wait_until
-from tests.engines import DetectionTrainer, DetectionValidator, run_val
+from tests.engines import DetectionPredictor, DetectionTrainer, DetectionValidator, run_val
 from tests.test_watchdog import _watchdog_interval_restored, stalls  # noqa: F401 (a fixture)
 
 BOUNDED = Settings(
@@ -133,6 +133,31 @@ def test_a_setup_with_no_hook_stalls_only_past_the_phase_bound(recorded):
         stuck.end()
     assert stall.attributes[sc.ATTR_PHASE] == sc.PHASE_SETUP
     assert sc.ATTR_BATCH_INDEX not in stall.attributes
+
+
+@pytest.mark.parametrize("settings", [BOUNDED], indirect=True)
+def test_a_predict_loop_is_held_to_the_phase_bound(recorded):
+    predictor, release = DetectionPredictor(), threading.Event()
+
+    def stream():  # model.predict(stream=True), its caller working on the last result
+        predictor.run_callbacks("on_predict_start")
+        for _ in range(BATCHES):
+            for event in ("on_predict_batch_start", "on_predict_postprocess_end", "on_predict_batch_end"):
+                predictor.run_callbacks(event)
+        release.wait(30)
+        predictor.run_callbacks("on_predict_end")
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        threading.Event().wait(0.4)  # past stall_min, within stall_phase
+        assert stalls(recorded) == []
+        (stall, *_) = wait_until(lambda: stalls(recorded), 10, "a stall span past the phase bound")
+    finally:
+        release.set()
+        thread.join(30)
+    assert stall.attributes[sc.ATTR_STALL_BOUND] == 0.6
+    assert stall.attributes[sc.ATTR_MODE] == sc.MODE_PREDICT
 
 
 @pytest.mark.parametrize("settings", [BOUNDED], indirect=True)

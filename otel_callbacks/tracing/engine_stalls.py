@@ -3,8 +3,9 @@
 Between two firings an engine runs a batch, waits for its dataloader, or is inside a phase with no
 hook (setup's dataset caching, a checkpoint write, the final evaluation's stripping). The tracker
 records when each firing ends anyway; the watchdog reads that here, on its own thread, so the hot
-path does nothing for it. A batch or a wait has stalled past ``Settings.stall_factor`` times its
-loop's recent p99 batch time (never under ``stall_min``); anything else past ``stall_phase``.
+path does nothing for it. A training's or validation's batch or wait has stalled past
+``Settings.stall_factor`` times its loop's recent p99 batch time (never under ``stall_min``);
+anything else past ``stall_phase``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .. import semconv as sc
+from .batches import WAIT_AFTER
 
 if TYPE_CHECKING:
     from .engines import EngineState
@@ -20,14 +22,7 @@ if TYPE_CHECKING:
 _BATCHES = frozenset({sc.PHASE_BATCH, sc.PHASE_VAL_BATCH, sc.PHASE_PREDICT_BATCH})
 # Firings after which a loop waits for its next batch.
 _WAITS_AFTER = frozenset(
-    {
-        "on_train_epoch_start",
-        "on_train_batch_end",
-        "on_val_start",
-        "on_val_batch_end",
-        "on_predict_start",
-        "on_predict_batch_end",
-    }
+    {*WAIT_AFTER, "on_val_start", "on_val_batch_end", "on_predict_start", "on_predict_batch_end"}
 )
 
 
@@ -48,8 +43,9 @@ def activity(state: EngineState) -> tuple[str, int] | None:
 
 
 def bound_ns(state: EngineState, what: str, settings: Any) -> int:
-    """How long ``what`` may last before it has stalled."""
-    if what == sc.PHASE_DATALOADER or what in _BATCHES:
+    """How long ``what`` may last before it has stalled. A predict loop is held to the phase bound:
+    between its batches, a ``stream=True`` caller does its own work with each result."""
+    if (what == sc.PHASE_DATALOADER or what in _BATCHES) and state.run.mode != sc.MODE_PREDICT:
         times = _recent(state)
         if len(times) >= settings.limits.batch_min:
             p99 = sorted(times)[math.ceil(0.99 * len(times)) - 1]
