@@ -135,6 +135,8 @@ class Limits:
     stall_spans: int = 8
     """``stall`` spans per hung call: past its slow threshold, then each time it has run twice as long
     (tracing/watchdog.py)."""
+    exemplars: int = 16
+    """Exemplars kept per attribute set of a duration histogram between two collections (the latest)."""
     stall_spans_per_run: int = 32
     """``stall`` spans per run (a call slow every epoch, not hung, would make some each time)."""
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 
 from .. import semconv
@@ -73,7 +74,11 @@ class BufferedHistogram:
     """
 
     def __init__(
-        self, histogram: metrics.Histogram, mergeable: bool | None = None, limit: int = 65_536
+        self,
+        histogram: metrics.Histogram,
+        mergeable: bool | None = None,
+        limit: int = 65_536,
+        exemplars: int = 0,
     ) -> None:
         self._histogram = histogram
         self._thresholds = ns_thresholds(semconv.DURATION_BUCKETS)
@@ -89,6 +94,8 @@ class BufferedHistogram:
         """Values a list may hold before the hot path calls :meth:`fold`."""
         self.mergeable = mergeable
         """Whether the provider has our view; None: unknown until the first delivery tells."""
+        self._exemplars: dict[_Key, deque[tuple[int, int, Any]]] = {}
+        self._exemplars_kept = exemplars  # per attribute set between two collections (0: none)
 
     def buffer(self, attributes: dict[str, Any], sink: Any = None) -> list[int]:
         """A new list that receives durations (ns) for this attribute set: append, nothing else.
@@ -119,6 +126,21 @@ class BufferedHistogram:
         skip, source.skip = source.skip, 0
         if source.sink is not None and n > skip:
             source.sink.add(values[skip:] if skip else values)
+
+    def exemplar(self, values_list: list[int], value_ns: int, span_context: Any) -> None:
+        """Keep a value just appended to ``values_list`` that has a span (a slow, failed or sampled
+        call) as an exemplar: offered to the SDK's aggregation with the list's values at the next
+        collection, the latest few per attribute set. Merged values only: a provider without our
+        view gets none."""
+        if not self._exemplars_kept or self.mergeable is False or not span_context.trace_flags.sampled:
+            return
+        with self._lock:
+            source = self._sources.get(id(values_list))
+            if source is not None:
+                kept = self._exemplars.get(source.key)
+                if kept is None:
+                    kept = self._exemplars[source.key] = deque(maxlen=self._exemplars_kept)
+                kept.append((value_ns, time.time_ns(), span_context))
 
     def fold(self, values_list: list[int]) -> None:
         """Bound memory when no reader collects for a long time (called from the hot path)."""
@@ -179,10 +201,11 @@ class BufferedHistogram:
             for source in list(self._sources.values()):
                 self._drain(source)
             pending, self._pending = self._pending, {}
+            exemplars, self._exemplars = self._exemplars, {}
         for key, batch in pending.items():
-            self._deliver(key, batch)
+            self._deliver(key, batch, exemplars.get(key, ()))
 
-    def _deliver(self, key: _Key, batch: Batch) -> None:
+    def _deliver(self, key: _Key, batch: Batch, exemplars: Iterable[tuple[int, int, Any]] = ()) -> None:
         if self.mergeable is False:
             self._replay(key, batch)
             return
@@ -200,6 +223,7 @@ class BufferedHistogram:
                 _start_at(aggregation, batch.first_ns)
             if batch.count:
                 _merge(aggregation, batch)
+            _offer(aggregation, dict(key), exemplars)
 
     def _replay(self, key: _Key, batch: Batch) -> None:
         """A provider without our view only has ``record``: one SDK call per observation."""
@@ -209,6 +233,16 @@ class BufferedHistogram:
 
     def _targets(self, key: _Key) -> list[Any]:
         return aggregations(self._histogram, key)
+
+
+def _offer(aggregation: Any, attributes: dict[str, Any], exemplars: Iterable[tuple[int, int, Any]]) -> None:
+    """Offer exemplars to an SDK aggregation's reservoir, as its ``aggregate`` does a measurement's."""
+    reservoir = getattr(aggregation, "_reservoir", None)
+    if reservoir is None:
+        return
+    for value_ns, time_ns, span_context in exemplars:
+        context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+        reservoir.offer(value_ns / 1e9, time_ns, attributes, context)
 
 
 def _start_at(aggregation: Any, first_ns: int) -> None:
@@ -221,6 +255,13 @@ def _start_at(aggregation: Any, first_ns: int) -> None:
             aggregation._start_time_unix_nano = first_ns
             if getattr(aggregation, "_previous_collection_start_nano", None) == start:
                 aggregation._previous_collection_start_nano = first_ns
+
+
+def exemplars_on(meter_provider: Any) -> bool:
+    """Whether a meter provider samples exemplars at all (its filter, ``OTEL_METRICS_EXEMPLAR_FILTER``,
+    is not ``always_off``; SDKs before exemplars have none)."""
+    exemplar_filter = getattr(getattr(meter_provider, "_sdk_config", None), "exemplar_filter", None)
+    return exemplar_filter is not None and type(exemplar_filter).__name__ != "AlwaysOffExemplarFilter"
 
 
 def duration_histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:

@@ -26,7 +26,7 @@ from . import exporter_logs, signals
 from .counters import counters
 from .exporters import application_provider, build_meter_provider, build_tracer_provider
 from .health import HealthInstruments
-from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram
+from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram, exemplars_on
 from .open_phases import OpenPhase
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
@@ -68,10 +68,13 @@ class Telemetry:
         """Where the wrappers and the phase tracker start their spans."""
         meter = metrics.get_meter(semconv.METER_NAME, __version__, meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
+        # Calls' spans as exemplars: with our views (the slow counter's reservoir draws no random).
+        self.exemplars = bool(mergeable) and exemplars_on(meter_provider)
+        kept = settings.limits.exemplars if self.exemplars else 0
 
         def durations(name: str, description: str) -> BufferedHistogram:
             histogram = duration_histogram(meter, name, description)
-            return BufferedHistogram(histogram, mergeable, settings.limits.buffer_limit)
+            return BufferedHistogram(histogram, mergeable, settings.limits.buffer_limit, kept)
 
         self.callback_duration = durations(
             semconv.METRIC_CALLBACK_DURATION, "Duration of each callback invocation"
@@ -119,8 +122,6 @@ class Telemetry:
         """Hand a long phase to the span processors built here as it opens, so that its backend shows
         it while it runs, and a process killed before it ends leaves a record of it in the embedded file
         (``open_phases.OpenPhase``: made on the export thread, and only for a phase still open then)."""
-        if not self.open_phase_processors:
-            return
         try:
             opened = OpenPhase(span)
             for processor in self.open_phase_processors:
@@ -232,7 +233,7 @@ def configure(
         tracer_provider = tracer_provider or application_provider(trace.get_tracer_provider())
         meter_provider = meter_provider or application_provider(metrics.get_meter_provider())
         owned = []
-        output, open_phase_processors = None, []
+        output, processors = None, []
         destinations = {"traces": ["the application's provider"], "metrics": ["the application's provider"]}
         if tracer_provider is None or meter_provider is None:
             resource = process_resource()
@@ -241,17 +242,13 @@ def configure(
             bounds = settings.file_max_bytes, settings.file_backups
             output = OtlpJsonLinesFile(settings.output_dir, resource.attributes[SERVICE_NAME], *bounds)
             if tracer_provider is None:
-                tracer_provider, open_phase_processors, destinations["traces"] = build_tracer_provider(
-                    resource, output
-                )
+                tracer_provider, processors, destinations["traces"] = build_tracer_provider(resource, output)
                 owned.append(tracer_provider)
             if meter_provider is None:
                 meter_provider, destinations["metrics"] = build_meter_provider(resource, output)
                 owned.append(meter_provider)
         isolate_exporter_jitter()  # the exporters (ours or the application's) are imported by now
-        active = Telemetry(
-            settings, tracer_provider, meter_provider, owned, output, destinations, open_phase_processors
-        )
+        active = Telemetry(settings, tracer_provider, meter_provider, owned, output, destinations, processors)
         arm_sigterm()
         return active
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import weakref
+from functools import partial
 from typing import Any
 
+from opentelemetry.sdk.metrics import AlignedHistogramBucketExemplarReservoir
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from .. import semconv
@@ -38,10 +40,18 @@ def metric_views() -> list[View]:
     to get the fast path; providers that otel_callbacks builds have them already.
     """
     aggregation = MergeableHistogramAggregation(semconv.DURATION_BUCKETS)
-    return [
+    durations = [
         View(instrument_name=name, meter_name=semconv.METER_NAME, aggregation=aggregation)
         for name in (semconv.METRIC_CALLBACK_DURATION, semconv.METRIC_PHASE_DURATION)
     ]
+    # The slow calls' exemplar: the latest. The SDK's default for a counter samples with the global
+    # ``random``, which Ultralytics seeds for its augmentations.
+    latest = View(
+        instrument_name=semconv.METRIC_CALLBACK_SLOW,
+        meter_name=semconv.METER_NAME,
+        exemplar_reservoir_factory=lambda _: partial(AlignedHistogramBucketExemplarReservoir, boundaries=()),
+    )
+    return [*durations, latest]
 
 
 def has_metric_views(meter_provider: Any) -> bool | None:

@@ -7,6 +7,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import set_span_in_context
+
 from .. import semconv
 from ..telemetry.histograms import NO_CONTEXT
 
@@ -92,7 +94,8 @@ def report_slow(
     threshold_ns = state.threshold_ns
     duration, threshold = elapsed_ns / 1e9, threshold_ns / 1e9
     if not hung_calls.returns((id(state), start)):
-        tel.slow_counter.add(1, attributes, context=NO_CONTEXT)
+        exemplar = span is not None and tel.exemplars  # (else the SDK would look at the current span)
+        tel.slow_counter.add(1, attributes, context=set_span_in_context(span) if exemplar else NO_CONTEXT)
     if span is not None:
         span.set_attribute(semconv.ATTR_SLOW, True)
         span.add_event(semconv.EVENT_SLOW_CALLBACK, {"duration_s": duration, "threshold_s": threshold})

@@ -270,6 +270,8 @@ class InstrumentedCallback:
         else:
             durations = binding.tracker.durations(state, binding, error_type)
         durations.append(elapsed)
+        if span is not None:
+            binding.telemetry.callback_duration.exemplar(durations, elapsed, span.get_span_context())
         if len(durations) >= binding.buffer_limit:
             binding.telemetry.callback_duration.fold(durations)
         if error is not None:
