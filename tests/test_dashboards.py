@@ -278,6 +278,21 @@ def test_grafana_provisioning_matches_the_dashboard(compose, dashboard):
         assert int(port) == expected
 
 
+def test_the_duration_panels_show_exemplars_that_open_in_jaeger(compose, dashboard):
+    """Exemplars from the collector's OpenMetrics, stored by Prometheus, each trace_id a link to Jaeger
+    (checked end to end in tests/e2e/test_collector.py)."""
+    collector = load_yaml(DASHBOARDS / "collector" / "otel-collector.yaml")
+    assert collector["exporters"]["prometheus"]["enable_open_metrics"] is True
+    assert "--enable-feature=exemplar-storage" in compose["services"]["prometheus"]["command"]
+    targets = [t for panel in queried(dashboard) for t in panel["targets"]]
+    durations = [t for t in targets if "ultralytics_callback_duration_seconds_bucket" in t["expr"]]
+    assert durations and all(t.get("exemplar") is True for t in durations)
+    datasources = load_yaml(DASHBOARDS / "grafana" / "provisioning" / "datasources.yml")["datasources"]
+    by_type = {d["type"]: d for d in datasources}
+    (link,) = by_type["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert link == {"name": "trace_id", "datasourceUid": by_type["jaeger"]["uid"]}
+
+
 def test_readme_explains_every_panel_and_alert(dashboard):
     readme = (ROOT / "README.md").read_text()
     for panel in dashboard["panels"]:

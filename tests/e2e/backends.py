@@ -110,10 +110,15 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def prometheus(
-    tmp: Path, targets: list[str], rule_files: list[str] = (), honor_labels: bool = False
+    tmp: Path,
+    targets: list[str],
+    rule_files: list[str] = (),
+    honor_labels: bool = False,
+    features: list[str] = (),
 ) -> Iterator[str]:
     """A real Prometheus scraping ``targets`` every second; yields its base URL. ``honor_labels``: keep
-    the target's ``job`` and ``instance`` (a collector's, as ``dashboards/collector/prometheus.yml``)."""
+    the target's ``job`` and ``instance`` (a collector's, as ``dashboards/collector/prometheus.yml``);
+    ``features``: its ``--enable-feature`` flags (``exemplar-storage``)."""
     binary = require("prometheus", "apt-get install -y --no-install-recommends prometheus")
     port = free_port()
     config = tmp / "prometheus.yml"
@@ -139,6 +144,7 @@ def prometheus(
         f"--storage.tsdb.path={tmp / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
+        *(f"--enable-feature={feature}" for feature in features),
     ]
     with process(args, tmp / "prometheus.log") as proc:
         wait_until(

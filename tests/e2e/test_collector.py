@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
+from otel_callbacks import semconv as sc
 from tests.e2e.backends import (
     ROOT,
     free_port,
@@ -63,6 +65,14 @@ def collector(tmp: Path, config: dict, listens_on: list[int]) -> Iterator[None]:
         yield
 
 
+def exemplars(url: str, series: str, until: float) -> list[dict[str, str]]:
+    """The exemplar labels (``trace_id``, ``span_id``) Prometheus stored for ``series``, latest first."""
+    query = urllib.parse.urlencode({"query": series, "start": until - 600, "end": until + 60})
+    stored = get_json(f"{url}/api/v1/query_exemplars?{query}")["data"]
+    found = [e for s in stored for e in s["exemplars"]]
+    return [e["labels"] for e in sorted(found, key=lambda e: -float(e["timestamp"]))]
+
+
 def shipped_config(backend: Jaeger) -> tuple[dict, int, int]:
     """``otel-collector.yaml`` with loopback endpoints: its OTLP/HTTP and Prometheus ports."""
     config = yaml.safe_load(SHIPPED.read_text())
@@ -81,7 +91,13 @@ def test_the_shipped_collector_carries_the_demo_to_jaeger_and_prometheus(tmp_pat
         config, http, scraped = shipped_config(backend)
         with (
             collector(tmp_path, config, [http, scraped]),
-            prometheus(tmp_path, [f"127.0.0.1:{scraped}"], [str(rules)], honor_labels=True) as url,
+            prometheus(
+                tmp_path,
+                [f"127.0.0.1:{scraped}"],
+                [str(rules)],
+                honor_labels=True,
+                features=["exemplar-storage"],
+            ) as url,
         ):
             env = {
                 "OTEL_TRACES_EXPORTER": "otlp",
@@ -114,6 +130,16 @@ def test_the_shipped_collector_carries_the_demo_to_jaeger_and_prometheus(tmp_pat
             for group in yaml.safe_load(rules.read_text())["groups"]:
                 for rule in group["rules"]:
                     promql(url, rule["expr"], evaluated_at)  # evaluates: no query error
+            # From the slow calls' panel to their spans: the exemplars Prometheus stored.
+            slow = exemplars(url, "ultralytics_callback_duration_seconds_bucket", evaluated_at)
+            counted = exemplars(url, "ultralytics_callback_slow_total", evaluated_at)
+            assert slow and counted, "exemplars through the collector's OpenMetrics"
+
+        for found in (slow[0], counted[0]):
+            trace = wait_until(lambda: backend.trace(found["trace_id"]), 30, "the exemplar's trace")  # noqa: B023
+            (call,) = [s for s in trace["spans"] if s["spanID"] == found["span_id"]]
+            assert call["operationName"].startswith("on_"), "the exemplar opens on the call's span"
+            assert {"key": sc.ATTR_SLOW, "type": "bool", "value": True} in call["tags"]
 
         traces = wait_until(lambda: backend.traces(service), 60, "the demo's traces in Jaeger")
         roots = {s["operationName"]: t["traceID"] for t in traces for s in t["spans"] if parent_of(s) is None}
