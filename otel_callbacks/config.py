@@ -74,6 +74,10 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 0 <= v <= 1000, "a number from 0 (off) to 1000")
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+
+
 def _factor(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, lambda v: 1 <= v < float("inf"), "a finite number >= 1")
 
@@ -204,6 +208,12 @@ class Settings:
     """``OTEL_CALLBACKS_STALL_PHASE``: seconds after which anything else an engine does between two
     firings has stalled: a phase with no hook inside (setup's dataset caching, a checkpoint write),
     or a loop too young to know its batch times."""
+    input_bound: float = 0.3
+    """``OTEL_CALLBACKS_INPUT_BOUND``: a training is input-bound where its dataloader wait is more than
+    this fraction of its training loop (the batches and the waits between them)."""
+    bound_share: float = 0.2
+    """``OTEL_CALLBACKS_BOUND_SHARE``: callbacks, validation or checkpointing bound a training where they
+    take more than this fraction of its epochs (tracing/verdicts.py)."""
     shutdown_timeout: float = 5.0
     """``OTEL_CALLBACKS_SHUTDOWN_TIMEOUT``: the most seconds process exit waits to flush telemetry."""
     handle_sigterm: bool = True
@@ -249,6 +259,8 @@ class Settings:
             stall_factor=_factor(env, "OTEL_CALLBACKS_STALL_FACTOR", cls.stall_factor),
             stall_min=_seconds(env, "OTEL_CALLBACKS_STALL_MIN", cls.stall_min),
             stall_phase=_seconds(env, "OTEL_CALLBACKS_STALL_PHASE", cls.stall_phase),
+            input_bound=_share(env, "OTEL_CALLBACKS_INPUT_BOUND", cls.input_bound),
+            bound_share=_share(env, "OTEL_CALLBACKS_BOUND_SHARE", cls.bound_share),
             shutdown_timeout=_seconds(env, "OTEL_CALLBACKS_SHUTDOWN_TIMEOUT", cls.shutdown_timeout),
             direct_spans=_bool(env, "OTEL_CALLBACKS_DIRECT_SPANS", cls.direct_spans),
             handle_sigterm=_bool(env, "OTEL_CALLBACKS_SIGTERM", cls.handle_sigterm),

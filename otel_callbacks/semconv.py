@@ -105,6 +105,15 @@ METRIC_IMAGES = "ultralytics.train.images"  # counter, brought up to date at eac
 # Gauge, seconds: since an open training last moved (a hook's firing ended, a batch started), at each
 # collection; 0 once no training is open. A hung callback, dataloader or collective makes it grow.
 METRIC_SINCE_PROGRESS = "ultralytics.train.since_progress"
+# What bounds a training (tracing/verdicts.py), at each epoch's end: each cause's share of the epoch
+# (gauge by ATTR_BOUND_BY), and 1 for the epoch's verdict, 0 for the other causes (a state set).
+METRIC_TIME_SHARE = "ultralytics.train.time_share"
+METRIC_BOUND = "ultralytics.train.bound"
+ATTR_BOUND_BY = "ultralytics.bound_by"  # a BOUND_*; also on epoch spans and a training's root
+ATTR_BOUND_SHARE = "ultralytics.bound_by.share"  # its cause's share of the epoch or training (spans)
+ATTR_BOUND_REASON = "ultralytics.bound_by.reason"  # the verdict in words, with what to try (spans)
+BOUND_INPUT, BOUND_COMPUTE, BOUND_CALLBACKS = "input", "compute", "callbacks"
+BOUND_VALIDATION, BOUND_CHECKPOINT = "validation", "checkpoint"
 METRIC_GPU_PEAK_ALLOCATED = "ultralytics.gpu.memory.peak_allocated"  # PyTorch's, by ATTR_HW_ID (cuda:N)
 METRIC_GPU_PEAK_RESERVED = "ultralytics.gpu.memory.peak_reserved"
 METRIC_PROCESS_MEMORY = "process.memory.usage"  # OpenTelemetry's process and hardware conventions

@@ -73,7 +73,7 @@ def queried(dashboard: dict) -> list[dict]:
 
 def test_dashboard_content(dashboard):
     titles = [p["title"] for p in dashboard["panels"]]
-    assert len(titles) == len(set(titles)) == 16
+    assert len(titles) == len(set(titles)) == 17
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Training health"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -98,6 +98,7 @@ def test_dashboard_content(dashboard):
                 "ultralytics_train_images",
                 "ultralytics_train_epochs_completed",
                 "ultralytics_train_epochs_planned",
+                "ultralytics_train_time_share",
                 "ultralytics_gpu_memory_peak_allocated_bytes",
                 "ultralytics_gpu_memory_peak_reserved_bytes",
             }

@@ -97,7 +97,10 @@ def test_two_epoch_training_tree(recorded):
     assert train.parent is None and train.status.status_code is StatusCode.UNSET
     assert 0 <= train.attributes[sc.ATTR_UNTRACED] < (train.end_time - train.start_time) / 1e9
     assert train.attributes[sc.ATTR_OVERHEAD] > 0, "the instrumentation's own time, on the root"
-    assert {k: v for k, v in train.attributes.items() if k not in (sc.ATTR_UNTRACED, sc.ATTR_OVERHEAD)} == {
+    causes = (sc.BOUND_INPUT, sc.BOUND_COMPUTE, sc.BOUND_CALLBACKS, sc.BOUND_VALIDATION, sc.BOUND_CHECKPOINT)
+    assert train.attributes[sc.ATTR_BOUND_BY] in causes, "what bound it (microseconds each here)"
+    timed = (sc.ATTR_UNTRACED, sc.ATTR_OVERHEAD, sc.ATTR_BOUND_BY, sc.ATTR_BOUND_SHARE, sc.ATTR_BOUND_REASON)
+    assert {k: v for k, v in train.attributes.items() if k not in timed} == {
         sc.ATTR_PHASE: "train",
         "ultralytics.task": "detect",
         "ultralytics.model": "yolo11n.yaml",

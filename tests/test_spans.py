@@ -20,7 +20,15 @@ from otel_callbacks.telemetry.spans import DirectSpan, SpanStarter
 from tests.engines import DetectionTrainer, run_train
 
 # Measured, or new per configuration.
-VARYING = ("ultralytics.untraced_s", "otel_callbacks.overhead_s", "service.instance.id")
+# (What bounds a training is timed too: the verdict, its share and its reason.)
+VARYING = (
+    "ultralytics.untraced_s",
+    "otel_callbacks.overhead_s",
+    "service.instance.id",
+    "ultralytics.bound_by",
+    "ultralytics.bound_by.share",
+    "ultralytics.bound_by.reason",
+)
 
 
 def _attributes(attributes):

@@ -1,5 +1,5 @@
-"""A run's answer first, in words and numbers: how long, how it ended, where the time went, what was
-slow or failed, what Ultralytics retried, what the instrumentation itself cost."""
+"""A run's answer first, in words and numbers: how long, how it ended, where the time went, what bound
+it, what was slow or failed, what Ultralytics retried, what the instrumentation itself cost."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def answer(run: RunView) -> list[str]:
     total = sum(own.values()) or 1.0
     top = ", ".join(f"{name} {100 * ms / total:.0f}%" for name, ms in own.most_common(3))
     lines.append(f"where the time went: {top}")
+    lines += verdicts(run)
     restarts = [e for e in run.spans[0].events if e["name"] == sc.EVENT_EPOCH_RESTART]
     if restarts:
         lines.append(
@@ -51,4 +52,20 @@ def answer(run: RunView) -> list[str]:
         share = 100 * overhead * 1e3 / max(run.duration_ms, 1e-9)
         share_text = f"{share:.2f}%" if share >= 0.01 else "< 0.01%"
         lines.append(f"otel-callbacks' own time: {duration(overhead)} ({share_text} of the run)")
+    return lines
+
+
+def verdicts(run: RunView) -> list[str]:
+    """What bound the training, and which epochs something else bound (tracing/verdicts.py)."""
+    root = run.spans[0].attributes
+    if sc.ATTR_BOUND_BY not in root:
+        return []
+    lines = [f"bound by {root[sc.ATTR_BOUND_BY]}: {root.get(sc.ATTR_BOUND_REASON, '')}"]
+    others: dict[str, list[str]] = {}
+    for epoch in run.epochs():
+        bound_by = epoch.attributes.get(sc.ATTR_BOUND_BY)
+        if bound_by is not None and bound_by != root[sc.ATTR_BOUND_BY]:
+            others.setdefault(bound_by, []).append(str(epoch.attributes.get(sc.ATTR_EPOCH, "?")))
+    for bound_by, epochs in others.items():
+        lines.append(f"epoch {', '.join(epochs)}: bound by {bound_by}")
     return lines

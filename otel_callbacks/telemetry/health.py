@@ -38,6 +38,12 @@ class HealthInstruments:
         self.images = meter.create_counter(
             sc.METRIC_IMAGES, unit="{image}", description="Training images passed through the model"
         )
+        self.time_share = meter.create_gauge(
+            sc.METRIC_TIME_SHARE, description="Each cause's share of the training's last epoch"
+        )
+        self.bound = meter.create_gauge(
+            sc.METRIC_BOUND, description="1 for what bound the training's last epoch, 0 otherwise"
+        )
         self.since_progress = meter.create_gauge(
             sc.METRIC_SINCE_PROGRESS, unit="s", description="Seconds since an open training last moved"
         )

@@ -25,6 +25,7 @@ from .outcomes import Outcomes
 from .predict_runs import PredictRuns
 from .results import as_attributes, run_attributes, run_name
 from .resume import leave_mark, resume_epoch, resumed_run
+from .verdicts import Verdicts
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -37,7 +38,7 @@ _ANNOUNCED = RUN_PHASES | {sc.PHASE_SETUP, sc.PHASE_EPOCH, sc.PHASE_FINAL_EVAL}
 _RUN_ROOTS = (sc.PHASE_TRAIN, sc.PHASE_PREDICT, sc.PHASE_EXPORT)  # ERROR when anything in the run failed
 
 
-class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns):
+class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns, Verdicts):
     """Opens and closes phases on an engine's stack; the tracker (a subclass) adds engines, firings
     and runs. Handlers are keyed by the event whose firing they react to."""
 
@@ -121,6 +122,8 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns):
         if error is not None and run is not None:
             run.fail(error)
         results = self._phase_results(state, phase, error, retry)  # as metrics too
+        if phase.name == sc.PHASE_EPOCH and error is None and retry is None:
+            self._judge_epoch(state, phase)
         end_time, report = wall(end), None  # the time before the table, whose probe may move the clock
         if not state.stack and state.parent is None and phase.name in RUN_PHASES:
             try:  # the run's table before its root ends, for the overhead; the root ends regardless
@@ -136,6 +139,8 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns):
             return
         if report is not None and report.overhead_ns is not None:
             span.set_attribute(sc.ATTR_OVERHEAD, report.overhead_ns / 1e9)
+        if report is not None and report.verdict is not None:
+            span.set_attributes(report.verdict.attributes())
         if phase.covered:
             span.set_attribute(sc.ATTR_UNTRACED, max(0, elapsed - phase.covered) / 1e9)
         if error is None and results:
@@ -195,6 +200,7 @@ class PhaseMachine(UnsampledBatches, Gaps, Outcomes, Health, PredictRuns):
             self._abort_top(state, now, "epoch did not end before the next one started")
         state.epoch_batch = getattr(state.ref(), "batch_size", None)
         self._health_epoch_start(state)
+        self._mark_epoch(state)
         if state.run is not None:  # this epoch's share of the span budget, its own span included
             state.run.plan_epoch(epoch)
         attributes = {sc.ATTR_EPOCH: epoch} if epoch is not None else {}

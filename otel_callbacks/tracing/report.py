@@ -11,6 +11,7 @@ from .. import semconv
 
 if TYPE_CHECKING:
     from .runs import CallbackStats
+    from .verdicts import Verdict
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
@@ -29,6 +30,7 @@ class Report:
     worst_overhead_ns: int = 0
     failures: list[str] = field(default_factory=list)
     failures_dropped: int = 0  # reasons past Limits.failures, counted only
+    verdict: Verdict | None = None  # a training's: what bounds it (verdicts.py)
 
     def rows(self) -> list[tuple[str, str, CallbackStats]]:
         ordered = sorted(self.callbacks.items(), key=lambda item: -item[1].total_ns)
@@ -59,6 +61,8 @@ class Report:
                 f"{100 * total / run:.1f}% of the run"
             )
         lines += _phase_lines(self.mode, self.run_ns, self.phases)
+        if self.verdict is not None:
+            lines.append(f"bound by {self.verdict.bound_by}: {self.verdict.reason}")
         if self.overhead_ns is None:
             lines.append("instrumentation overhead: not measured (the telemetry was replaced first)")
         else:

@@ -89,6 +89,7 @@ class RunLifecycle:
         self._probe_once(run)
         report = self.last_report = run.finish(end, self.fast_call_ns)
         self.last_overhead_ns = report.overhead_ns
+        report.verdict = self._judge_run(run, report)
         try:
             self._tables.show(report)
         except Exception as exc:  # stdout closed: the root still gets the overhead

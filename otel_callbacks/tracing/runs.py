@@ -115,6 +115,7 @@ class Run:
         self.exception: BaseException | None = None  # the one recorded on the root
         self.outer_exception: BaseException | None = None  # being handled where the run started
         self.planned_epochs: int | None = None
+        self.epoch_marks: Any = None  # verdicts.Times where the open epoch started
         self.spans = 0  # spans made for this run: sampled ones stop at span_limit
         self.max_spans = max_spans  # Settings.max_spans
         self.span_limit = max_spans  # where sampled spans stop: the current epoch's share (plan_epoch)
