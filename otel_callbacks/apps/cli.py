@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings, SettingsError
 
@@ -136,21 +137,48 @@ def _report(args: argparse.Namespace) -> int:
         return _nothing_usable("report")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(report, _comparison(args.files)), encoding="utf-8")
+    table, changes = _comparison(args.files)
+    output.write_text(render(report, table), encoding="utf-8")
     print(f"otel-callbacks report: {len(report.runs)} runs -> {output.resolve()} (open it in a browser)")
+    if args.fail_if_slower is not None:
+        return _gate(changes, args.fail_if_slower)
     return 1 if (missing or report.bad_lines) else 0
 
 
-def _comparison(arguments: Sequence[str]) -> str:
-    """BEFORE AFTER: two arguments (files or directories) that each hold a run, side by side."""
+def _comparison(arguments: Sequence[str]) -> tuple[str, list[Any] | None]:
+    """BEFORE AFTER: two arguments (files or directories) that each hold a run, side by side; and the
+    changes (None: not two runs to compare)."""
     from .report import read
     from .report_compare import compare, comparison_table
 
     if len(arguments) != 2:
-        return ""
+        return "", None
     before, after = (read(expand([argument])[0]) for argument in arguments)
     changes = compare(before, after)
-    return comparison_table(changes, *arguments) if changes else ""
+    return (comparison_table(changes, *arguments) if changes else ""), changes
+
+
+def _gate(changes: list[Any] | None, percent: float) -> int:
+    """``--fail-if-slower PCT``: 1, and one line naming it, where the epoch or a phase got slower beyond
+    noise and PCT; 2 where the two arguments do not each hold a run."""
+    from .report_compare import said, slower
+
+    if changes is None:
+        print(
+            "otel-callbacks report: --fail-if-slower needs BEFORE and AFTER each holding a run",
+            file=sys.stderr,
+        )
+        return 2
+    found = sorted(slower(changes, percent), key=lambda c: -(c.after.mean / c.before.mean))
+    if not found:
+        print(f"otel-callbacks report: nothing slower beyond noise and {percent:g}%")
+        return 0
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    print(
+        f"otel-callbacks report: slower beyond noise and {percent:g}%: {said(found[0])}{more}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def write_report(files: list[Path], output: Path) -> str:
@@ -189,13 +217,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report",
         help="write one self-contained HTML page (answers, traces, tables, plots) from OTLP/JSON-lines files",
         description="Two arguments that each hold a run (BEFORE AFTER, files or directories): the page "
-        "opens with them side by side. Exit status: 0 written, 1 written with bad lines skipped, "
-        "2 nothing usable.",
+        "opens with them side by side, each change marked beyond the runs' noise or not. Exit status: 0 "
+        "written, 1 written with bad lines skipped (with --fail-if-slower: something got slower beyond "
+        "noise and PCT), 2 nothing usable.",
     )
     report.add_argument("files", nargs="+", help="files, directories (their *.jsonl) or globs")
     report.add_argument("-o", "--output", default="report.html", help="the page to write (report.html)")
+    report.add_argument(
+        "--fail-if-slower",
+        type=float,
+        metavar="PCT",
+        help="with BEFORE AFTER: exit 1 when the epoch or a phase (the step among them) got slower beyond "
+        "the runs' noise and by more than PCT percent (a CI gate)",
+    )
     report.set_defaults(handler=_report)
     args = parser.parse_args(argv)
+    gate = args.fail_if_slower if args.command == "report" else None
+    if gate is not None and (len(args.files) != 2 or not 0 <= gate < float("inf")):
+        parser.error(
+            f"--fail-if-slower takes a percentage >= 0 and two runs, BEFORE AFTER; got {gate:g} and "
+            f"{len(args.files)} argument(s)"
+        )
     if args.command == "demo" and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     try:

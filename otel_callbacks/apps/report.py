@@ -181,6 +181,9 @@ class Report:
     callbacks: list[CallbackRow]
     files: list[str]
     bad_lines: list[str]
+    # ultralytics.phase.duration by (mode, phase): every batch and wait, sampled or not (as CallbackRow:
+    # event "", callback the phase's name)
+    phases: dict[tuple[str, str], CallbackRow] = field(default_factory=dict)
 
 
 def read(paths: Iterable[str | os.PathLike[str]]) -> Report:
@@ -188,6 +191,7 @@ def read(paths: Iterable[str | os.PathLike[str]]) -> Report:
     bad_lines: list[str] = []
     by_trace: dict[int, list[Any]] = defaultdict(list)
     rows: dict[tuple[str, ...], CallbackRow] = {}
+    phases: dict[tuple[str, ...], CallbackRow] = {}
     files = [str(p) for p in paths]
     for path in files:
         for request in otlp_file.read_file(path, bad_lines):
@@ -195,10 +199,10 @@ def read(paths: Iterable[str | os.PathLike[str]]) -> Report:
                 for span in spans(request):
                     by_trace[span.context.trace_id].append(span)
             else:
-                _add_callback_points(rows, metrics_data(request))
+                _add_points(rows, phases, metrics_data(request))
     runs = sorted((run for trace in by_trace.values() for run in _runs(trace)), key=lambda r: r.started)
     ordered = sorted(rows.values(), key=lambda r: -r.total_s)
-    return Report(runs, ordered, files, bad_lines)
+    return Report(runs, ordered, files, bad_lines, {(k[0], k[2]): row for k, row in phases.items()})
 
 
 def _runs(trace: list[Any]) -> list[RunView]:
@@ -237,15 +241,23 @@ def _run(root: Any, children: dict[int | None, list[Any]]) -> RunView:
     )
 
 
-def _add_callback_points(rows: dict[tuple[str, ...], CallbackRow], data: Any) -> None:
+def _add_points(
+    rows: dict[tuple[str, ...], CallbackRow], phases: dict[tuple[str, ...], CallbackRow], data: Any
+) -> None:
+    """The duration histograms' points: callbacks' into ``rows``, phases' into ``phases``."""
+    keys = {
+        sc.METRIC_CALLBACK_DURATION: (rows, (sc.ATTR_MODE, sc.ATTR_EVENT, sc.ATTR_CALLBACK)),
+        sc.METRIC_PHASE_DURATION: (phases, (sc.ATTR_MODE, "", sc.ATTR_PHASE)),
+    }
     for rm in data.resource_metrics:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
-                if metric.name != sc.METRIC_CALLBACK_DURATION:
+                if metric.name not in keys:
                     continue
+                rows, names = keys[metric.name]
                 for point in metric.data.data_points:
                     a = point.attributes
-                    key = tuple(str(a.get(k, "")) for k in (sc.ATTR_MODE, sc.ATTR_EVENT, sc.ATTR_CALLBACK))
+                    key = tuple(str(a.get(k, "")) for k in names)
                     row = rows.get(key)
                     if row is None:
                         row = rows[key] = CallbackRow(*key, str(a.get(sc.ATTR_INTEGRATION, "")))

@@ -46,6 +46,9 @@ def folded(rows: list[CallbackRow]) -> list[CallbackRow]:
     line.calls = sum(r.calls for r in defaults)
     line.total_s = sum(r.total_s for r in defaults)
     line.errors = sum(r.errors for r in defaults)
+    if all(r.bounds == defaults[0].bounds for r in defaults):  # (the contract's buckets: always)
+        line.bounds = defaults[0].bounds
+        line.buckets = [sum(counts) for counts in zip(*(r.buckets for r in defaults), strict=True)]
     others = [r for r in rows if r.integration != sc.INTEGRATION_DEFAULT]
     return sorted([*others, line], key=lambda r: -r.total_s)
 

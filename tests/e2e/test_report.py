@@ -158,10 +158,13 @@ def test_the_report_opens_offline_with_every_run_and_its_slow_and_failed_calls(r
     # The answer first: each run's section opens with how it went.
     assert shown["answers"][0][0].endswith(" ms, finished")
     assert shown["answers"][0][1].startswith("where the time went: callbacks ")
-    assert shown["answers"][0][2] == "slow: on_fit_epoch_end checkpoint_uploader (1x)"
+    answer = shown["answers"][0]
+    assert answer[2].startswith("bound by callbacks: callbacks take "), answer
+    assert "__main__.checkpoint_uploader on on_fit_epoch_end" in answer[2], "named"
+    assert "slow: on_fit_epoch_end checkpoint_uploader (1x)" in answer
     overhead = report.runs[0].spans[0].attributes[sc.ATTR_OVERHEAD]
     assert overhead > 0
-    assert shown["answers"][0][3].startswith(f"otel-callbacks' own time: {duration(overhead)} (")
+    assert answer[-1].startswith(f"otel-callbacks' own time: {duration(overhead)} (")
     assert "failed: on_predict_end post_results (1x)" in shown["answers"][1]
     # The callbacks: by total time, the no-op defaults on one line, a first-bucket p95 said as such.
     rows = shown["callbacks"]
@@ -212,8 +215,11 @@ def test_two_runs_compared_what_changed_most_first(tmp_path):
     assert [r[1] for r in rows[:3]] == ["train run, total", "epoch, mean", "otel-callbacks' own time"]
     assert rows[0][4].startswith("-"), "the training got shorter"
     assert rows[2][2].endswith("us") or rows[2][2].endswith("ms"), "the overhead, both measured"
-    changes = [abs(float(r[5])) for r in rows[3:]]
+    changes = [abs(float(r[6])) for r in rows[3:]]
     assert changes == sorted(changes, reverse=True), "what changed most first"
     assert rows[3][1] == "on_fit_epoch_end __main__.checkpoint_uploader", rows[3]
     uploader = next(r for r in rows if r[1] == "on_fit_epoch_end __main__.checkpoint_uploader")
     assert uploader[2].endswith(" ms") and uploader[3].endswith(" us"), uploader
+    # Slow in one call of its four: within the calls' own spread, as the column says.
+    assert uploader[5].startswith("no (noise "), uploader
+    assert rows[0][5] == "one value each: no spread to judge by", "a run's total is one value"
