@@ -199,9 +199,9 @@ class Settings:
     calls in progress: a call that runs past its slow threshold is counted slow then, and its run's
     trace gets a ``stall`` span with every thread's stack (0: no watchdog)."""
     stall_factor: float = 10.0
-    """``OTEL_CALLBACKS_STALL_FACTOR``: a batch, or a wait for the dataloader, has stalled once it has
-    run this many times its loop's recent p99 batch time (and at least ``stall_min``): the watchdog
-    gives its run a ``stall`` span (tracing/engine_stalls.py)."""
+    """``OTEL_CALLBACKS_STALL_FACTOR``: a training batch, or a wait for the dataloader, has stalled once
+    it has run this many times the loop's recent p99 batch time (and at least ``stall_min``): the
+    watchdog gives its run a ``stall`` span (tracing/engine_stalls.py)."""
     stall_min: float = 60.0
     """``OTEL_CALLBACKS_STALL_MIN``: the fewest seconds after which a batch or a wait has stalled."""
     stall_phase: float = 1800.0

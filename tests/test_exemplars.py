@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_callbacks import Settings, metric_views, telemetry
@@ -105,6 +106,22 @@ def test_a_filter_of_always_off_gives_no_exemplars():
         for p in m.data.data_points
     ]
     assert points and not any(getattr(p, "exemplars", None) for p in points)
+    telemetry.shutdown()
+    provider.shutdown()
+
+
+def test_a_provider_whose_other_views_match_the_slow_counter_gets_no_exemplars():
+    """Another view matching the slow counter (a wildcard) gives it the SDK's default reservoir, which
+    samples with the global random: no span context is passed then."""
+    provider = MeterProvider(
+        metric_readers=[InMemoryMetricReader()], views=[*metric_views(), View(instrument_name="*")]
+    )
+    tel = telemetry.configure(SLOW, tracer_provider=TracerProvider(), meter_provider=provider)
+    assert tel.exemplars is False
+    state = random.getstate()
+    run_train(trainer_with_slow_uploader(), epochs=1)
+    provider.force_flush()
+    assert random.getstate() == state
     telemetry.shutdown()
     provider.shutdown()
 

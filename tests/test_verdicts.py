@@ -47,8 +47,21 @@ def test_the_largest_cause_past_its_bound_is_the_verdict(judged, bound_by, share
     }  # fmt: skip
 
 
-def test_no_time_no_verdict():
+def test_no_training_loop_no_verdict():
     assert judge(times(epochs=0), 0.3, 0.2) is None
+    assert judge(times(batches=0, waits=0), 0.3, 0.2) is None, "a training that failed in its setup"
+
+
+@pytest.mark.parametrize("settings", [Settings()], indirect=True)
+def test_a_failing_verdict_never_reaches_the_training(recorded, monkeypatch):
+    from otel_callbacks import telemetry
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("gauge down")
+
+    monkeypatch.setattr(telemetry.current().health.time_share, "set", broken)
+    train(DetectionTrainer(), epochs=2)  # returns: the training goes on
+    assert telemetry.current().errors_seen["RuntimeError"] == 2, "counted, once an epoch"
 
 
 def test_an_epochs_times_are_its_own():

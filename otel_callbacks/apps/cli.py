@@ -161,7 +161,7 @@ def _comparison(arguments: Sequence[str]) -> tuple[str, list[Any] | None]:
 def _gate(changes: list[Any] | None, percent: float) -> int:
     """``--fail-if-slower PCT``: 1, and one line naming it, where the epoch or a phase got slower beyond
     noise and PCT; 2 where the two arguments do not each hold a run."""
-    from .report_compare import said, slower
+    from .report_compare import gated, said, slower
 
     if changes is None:
         print(
@@ -171,7 +171,9 @@ def _gate(changes: list[Any] | None, percent: float) -> int:
         return 2
     found = sorted(slower(changes, percent), key=lambda c: -(c.after.mean / c.before.mean))
     if not found:
-        print(f"otel-callbacks report: nothing slower beyond noise and {percent:g}%")
+        unjudged = [c.name for c in gated(changes) if c.noise is None]
+        also = f" (not judged, too few values: {', '.join(unjudged)})" if unjudged else ""
+        print(f"otel-callbacks report: nothing slower beyond noise and {percent:g}%{also}")
         return 0
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     print(

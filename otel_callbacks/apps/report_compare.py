@@ -137,14 +137,17 @@ def _delta(change: Change) -> float:
     return (change.after.mean if change.after else 0.0) - (change.before.mean if change.before else 0.0)
 
 
+def gated(changes: list[Change]) -> list[Change]:
+    """What ``--fail-if-slower`` looks at: the epoch and the phases (the step among them)."""
+    return [c for c in changes if c.what in ("epoch", "phase")]
+
+
 def slower(changes: list[Change], percent: float) -> list[Change]:
-    """The epoch and the phases (the step among them) that got slower beyond noise and ``percent``."""
+    """The epoch and the phases that got slower beyond noise and ``percent``."""
     return [
         c
-        for c in changes
-        if c.what in ("epoch", "phase")
-        and c.significant
-        and c.after.mean > c.before.mean * (1 + percent / 100)
+        for c in gated(changes)
+        if c.significant and c.before.mean > 0 and c.after.mean > c.before.mean * (1 + percent / 100)
     ]
 
 
@@ -161,11 +164,12 @@ def said(change: Change) -> str:
 def comparison_table(changes: list[Change], before: str, after: str) -> str:
     rows = "".join(_row(c) for c in changes)
     beyond = [c for c in changes if c.significant]
+    unjudged = sum(c.noise is None for c in changes)
     verdict = (
         f"{len(beyond)} change(s) beyond noise"
         if beyond
-        else "no significant change: every difference is within the runs' noise"
-    )
+        else "no significant change: every difference judged is within the runs' noise"
+    ) + (f"; {unjudged} row(s) with too few values to judge by" if unjudged else "")
     return (
         f"<section class='compare'><h2>Before and after <small>{html.escape(before)} -> {html.escape(after)}"
         f"</small></h2><p class='noise'>{html.escape(verdict)}</p><table class='sortable compare'><thead><tr>"
@@ -185,7 +189,7 @@ def _row(change: Change) -> str:
         said = f"{'+' if delta >= 0 else '-'}{duration(abs(delta))}" + (f" ({ratio:.2f}x)" if ratio else "")
     noise = change.noise
     if noise is None:
-        judged = "one value each: no spread to judge by" if change.before and change.after else ""
+        judged = "too few values to judge by" if change.before and change.after else ""
     else:
         judged = f"{'yes' if change.significant else 'no'} (noise {duration(noise)})"
     before = "" if change.before is None else duration(change.before.mean)

@@ -30,7 +30,7 @@ from .histograms import NO_CONTEXT, BufferedHistogram, duration_histogram, exemp
 from .open_phases import OpenPhase
 from .randomness import PrivateRandomIdGenerator, isolate_exporter_jitter
 from .spans import SpanStarter
-from .views import has_metric_views
+from .views import has_metric_views, slow_exemplars_safe
 
 logger = logging.getLogger(semconv.LOGGER_NAME)
 
@@ -68,16 +68,19 @@ class Telemetry:
         """Where the wrappers and the phase tracker start their spans."""
         meter = metrics.get_meter(semconv.METER_NAME, __version__, meter_provider=meter_provider)
         mergeable = has_metric_views(meter_provider)
-        # Calls' spans as exemplars: with our views (the slow counter's reservoir draws no random).
-        self.exemplars = bool(mergeable) and exemplars_on(meter_provider)
+        # Calls' spans as exemplars: merged into our views' aggregations; the slow counter's only where
+        # its reservoir is ours, which draws no random.
+        self.exemplars = (
+            bool(mergeable) and exemplars_on(meter_provider) and slow_exemplars_safe(meter_provider)
+        )
         kept = settings.limits.exemplars if self.exemplars else 0
 
-        def durations(name: str, description: str) -> BufferedHistogram:
+        def durations(name: str, description: str, kept: int = 0) -> BufferedHistogram:
             histogram = duration_histogram(meter, name, description)
             return BufferedHistogram(histogram, mergeable, settings.limits.buffer_limit, kept)
 
         self.callback_duration = durations(
-            semconv.METRIC_CALLBACK_DURATION, "Duration of each callback invocation"
+            semconv.METRIC_CALLBACK_DURATION, "Duration of each callback invocation", kept
         )
         self.phase_duration = durations(
             semconv.METRIC_PHASE_DURATION, "Duration of each training phase (epoch, batch, val, ...)"

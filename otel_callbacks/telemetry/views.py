@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from fnmatch import fnmatch
 from functools import partial
 from typing import Any
 
@@ -44,14 +45,29 @@ def metric_views() -> list[View]:
         View(instrument_name=name, meter_name=semconv.METER_NAME, aggregation=aggregation)
         for name in (semconv.METRIC_CALLBACK_DURATION, semconv.METRIC_PHASE_DURATION)
     ]
-    # The slow calls' exemplar: the latest. The SDK's default for a counter samples with the global
-    # ``random``, which Ultralytics seeds for its augmentations.
     latest = View(
         instrument_name=semconv.METRIC_CALLBACK_SLOW,
         meter_name=semconv.METER_NAME,
-        exemplar_reservoir_factory=lambda _: partial(AlignedHistogramBucketExemplarReservoir, boundaries=()),
+        exemplar_reservoir_factory=_latest_exemplar,
     )
     return [*durations, latest]
+
+
+def _latest_exemplar(aggregation_type: Any) -> Any:
+    """The slow calls' exemplar: the latest. The SDK's default for a counter samples with the global
+    ``random``, which Ultralytics seeds for its augmentations."""
+    return partial(AlignedHistogramBucketExemplarReservoir, boundaries=())
+
+
+def slow_exemplars_safe(meter_provider: Any) -> bool:
+    """Whether the slow counter's only view is ours, whose reservoir draws no random (another view
+    matching it, a wildcard among them, would get the SDK's default reservoir)."""
+    try:
+        views = meter_provider._sdk_config.views
+    except AttributeError:
+        return False
+    matching = [v for v in views if fnmatch(semconv.METRIC_CALLBACK_SLOW, v._instrument_name or "*")]
+    return len(matching) == 1 and matching[0]._exemplar_reservoir_factory is _latest_exemplar
 
 
 def has_metric_views(meter_provider: Any) -> bool | None:

@@ -88,11 +88,11 @@ class Verdict:
 
 
 def judge(times: Times, input_bound: float, bound_share: float, of: str = "the epoch") -> Verdict | None:
-    """The verdict on ``times`` (``of``: what they are the times of, in words); None where no time was
-    recorded."""
-    if times.epochs <= 0:
-        return None
+    """The verdict on ``times`` (``of``: what they are the times of, in words); None where no training
+    loop ran (a training that failed in its setup)."""
     epochs, loop = times.epochs, times.batches + times.waits
+    if epochs <= 0 or loop <= 0:
+        return None
     callbacks = sum(times.callbacks.values())
     shares = {
         sc.BOUND_INPUT: times.waits / epochs,
@@ -111,7 +111,7 @@ def judge(times: Times, input_bound: float, bound_share: float, of: str = "the e
         sc.BOUND_VALIDATION: f"validation takes {shares[sc.BOUND_VALIDATION]:.0%} of {of}: val=False "
         "validates only the final epoch, or use a smaller validation set",
         sc.BOUND_CHECKPOINT: f"saving checkpoints takes {shares[sc.BOUND_CHECKPOINT]:.0%} of {of}: "
-        "write to local storage, or raise save_period=",
+        "write them to local storage (project= on a local disk); save=False saves none",
     }
     past = [cause for cause in reasons if cause != sc.BOUND_INPUT and shares[cause] > bound_share]
     if wait_of_loop > input_bound:
@@ -132,32 +132,42 @@ class Verdicts:
     _telemetry: Any
 
     def _mark_epoch(self, state: EngineState) -> None:
-        """Where the epoch that opens starts: the run's totals now."""
+        """Where the epoch that opens starts: the run's totals now (its setup's callbacks drained, so
+        that the first epoch does not count them)."""
         run = state.run
-        if run is not None and run.mode == sc.MODE_TRAIN:
-            run.epoch_marks = self._times(run)
+        try:
+            if run is not None and run.mode == sc.MODE_TRAIN:
+                run.epoch_marks = self._times(run, drain=True)
+        except Exception as exc:  # the telemetry's failure never reaches the training
+            self._telemetry.report_error(exc)
 
     def _judge_epoch(self, state: EngineState, phase: Phase) -> None:
         run = state.run
         if run is None or run.mode != sc.MODE_TRAIN or run.epoch_marks is None:
             return
-        now = self._times(run, drain=True)
-        verdict = self._judge(now.since(run.epoch_marks))
-        if verdict is None:
-            return
-        if phase.span is not None:
-            phase.span.set_attributes(verdict.attributes())
-        health = self._telemetry.health
-        for cause in _CAUSES:
-            attributes = {sc.ATTR_MODE: sc.MODE_TRAIN, sc.ATTR_BOUND_BY: cause}
-            health.time_share.set(verdict.shares[cause], attributes, context=NO_CONTEXT)
-            health.bound.set(int(cause == verdict.bound_by), attributes, context=NO_CONTEXT)
+        try:
+            verdict = self._judge(self._times(run, drain=True).since(run.epoch_marks))
+            if verdict is None:
+                return
+            if phase.span is not None:
+                phase.span.set_attributes(verdict.attributes())
+            health = self._telemetry.health
+            for cause in _CAUSES:
+                attributes = {sc.ATTR_MODE: sc.MODE_TRAIN, sc.ATTR_BOUND_BY: cause}
+                health.time_share.set(verdict.shares[cause], attributes, context=NO_CONTEXT)
+                health.bound.set(int(cause == verdict.bound_by), attributes, context=NO_CONTEXT)
+        except Exception as exc:  # the telemetry's failure never reaches the training
+            self._telemetry.report_error(exc)
 
     def _judge_run(self, run: Run, report: Report) -> Verdict | None:
         """The run's verdict, from its table's totals (every list drained by then)."""
         if run.mode != sc.MODE_TRAIN:
             return None
-        return self._judge(Times.of(report.phases, report.callbacks, report.run_ns), "the training")
+        try:
+            return self._judge(Times.of(report.phases, report.callbacks, report.run_ns), "the training")
+        except Exception as exc:  # the table still shows, without it
+            self._telemetry.report_error(exc)
+            return None
 
     def _judge(self, times: Times, of: str = "the epoch") -> Verdict | None:
         return judge(times, self._settings.input_bound, self._settings.bound_share, of)

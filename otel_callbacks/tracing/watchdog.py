@@ -111,7 +111,8 @@ class Watchdog:
                 self._look_at_engines(tracker, busy, stalling, now, frames)
             except Exception as exc:  # the telemetry's failure never reaches the training
                 tracker._telemetry.report_error(exc)
-        self._reports = {key: made for key, made in self._reports.items() if key in running | stalling}
+        seen = running | stalling
+        self._reports = {key: made for key, made in self._reports.items() if key in seen}
 
     def _look_at_engines(
         self,
@@ -135,34 +136,33 @@ class Watchdog:
                 if id(state) in busy:
                     busy.add(id(state.parent))
         for state in states:
-            found = None if id(state) in busy else activity(state)
-            if found is None:
+            doing = None if id(state) in busy else activity(state)
+            if doing is None:
                 continue
-            what, since = found
-            since = max(since, validated.get(id(state), 0))
+            since = max(doing.since, validated.get(id(state), 0))
             key = (id(state), since)
             stalling.add(key)
-            elapsed, bound = now - since, bound_ns(state, what, settings)
-            if elapsed > bound and self._due(key, state.run, bound, elapsed, settings.limits):
-                self._report_engine(tracker, state, what, since, elapsed, bound, frames)
+            elapsed, bound = now - since, bound_ns(state, doing, settings)
+            if elapsed > bound and self._due(key, doing.run, bound, elapsed, settings.limits):
+                self._report_engine(tracker, state, doing, since, elapsed, bound, frames)
 
     def _report_engine(
-        self, tracker: Any, state: Any, what: str, since: int, elapsed: int, bound: int, frames: dict
+        self, tracker: Any, state: Any, doing: Any, since: int, elapsed: int, bound: int, frames: dict
     ) -> None:
-        key = (what, "")
-        if key not in state.run.warned:
-            state.run.warned.add(key)
+        key = (doing.what, "")
+        if key not in doing.run.warned:
+            doing.run.warned.add(key)
             logger.warning(
                 "otel_callbacks: %s %s has run for %.1f s with no hook firing (expected at most %.1f s); its "
                 "run's trace gets a stall span with every thread's stack",
-                state.run.mode,
-                what,
+                doing.run.mode,
+                doing.what,
                 elapsed / 1e9,
                 bound / 1e9,
             )
-        attributes = stall_attributes(state, what)
+        attributes = stall_attributes(state, doing)
         attributes[sc.ATTR_STALL_BOUND] = bound / 1e9
-        _stall_span(tracker._tracer, state.stack[-1].context, attributes, since, elapsed, frames, None)
+        _stall_span(tracker._tracer, doing.phase.context, attributes, since, elapsed, frames, None)
 
     def _due(self, key: tuple[int, int], run: Any, first: int, elapsed: int, limits: Any) -> bool:
         """Whether a stall span is due now (at ``first`` ns, then each time it has run twice as long as

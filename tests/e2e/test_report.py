@@ -222,4 +222,4 @@ def test_two_runs_compared_what_changed_most_first(tmp_path):
     assert uploader[2].endswith(" ms") and uploader[3].endswith(" us"), uploader
     # Slow in one call of its four: within the calls' own spread, as the column says.
     assert uploader[5].startswith("no (noise "), uploader
-    assert rows[0][5] == "one value each: no spread to judge by", "a run's total is one value"
+    assert rows[0][5] == "too few values to judge by", "a run's total is one value"
