@@ -163,3 +163,17 @@ def test_report_without_plotly_says_which_extra_in_one_line(trace_file, tmp_path
     err = capsys.readouterr().err
     assert err == "otel-callbacks: error: the report needs Plotly: pip install 'otel-callbacks[report]'\n"
     assert not (tmp_path / "r.html").exists()
+    # A CI gate needs no page: the comparison runs without Plotly (a run against itself: nothing slower).
+    args = [
+        "report",
+        str(trace_file),
+        str(trace_file),
+        "-o",
+        str(tmp_path / "r.html"),
+        "--fail-if-slower",
+        "5",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "no page written (it needs Plotly" in out and "nothing slower beyond noise and 5%" in out
+    assert not (tmp_path / "r.html").exists()

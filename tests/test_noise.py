@@ -5,6 +5,7 @@ and ``report A B --fail-if-slower PCT`` exits 1 on it, with one line naming it."
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from otel_callbacks.apps.report_compare import Change, Sample, compare
 from tests.test_telemetry import run_python
 
 MS = 1e-3
+DRAWN = importlib.util.find_spec("plotly") is not None  # the page; the gate works without it
 
 
 def test_a_histograms_values_spread_over_their_bucket():
@@ -114,10 +116,11 @@ def test_fail_if_slower_is_a_ci_gate(runs, tmp_path):
     same = report(str(runs / "first"), str(runs / "again"), "-o", page, "--fail-if-slower", "10")
     assert same.returncode == 0, same.stderr
     assert "nothing slower beyond noise and 10%" in same.stdout
-    assert (
-        "no significant change: every difference judged is within the runs&#x27; noise"
-        in Path(page).read_text()
-    )
+    if not DRAWN:  # a CI gate needs no Plotly (the OpenTelemetry 1.28 stage has none)
+        assert "no page written (it needs Plotly" in same.stdout
+    else:
+        page_text = Path(page).read_text()
+        assert "no significant change: every difference judged is within the runs&#x27; noise" in page_text
     slower = report(str(runs / "first"), str(runs / "slower"), "-o", page, "--fail-if-slower", "10")
     assert slower.returncode == 1, slower.stderr
     (line,) = slower.stderr.strip().splitlines()
@@ -127,7 +130,8 @@ def test_fail_if_slower_is_a_ci_gate(runs, tmp_path):
         report(str(runs / "first"), str(runs / "slower"), "-o", page, "--fail-if-slower", "100").returncode
         == 0
     )
-    assert re.search(r"<p class='noise'>\d change\(s\) beyond noise[;<]", Path(page).read_text())
+    if DRAWN:
+        assert re.search(r"<p class='noise'>\d change\(s\) beyond noise[;<]", Path(page).read_text())
     one = report(str(runs / "first"), "-o", page, "--fail-if-slower", "10")
     assert one.returncode == 2 and "--fail-if-slower takes a percentage >= 0 and two runs" in one.stderr
     empty = tmp_path / "empty"
