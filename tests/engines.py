@@ -54,8 +54,9 @@ def run_val(validator, batches=2):
     validator.run_callbacks("on_val_end")
 
 
-def run_train(trainer, epochs=2, batches=2, val_batches=2):
-    """A full ``model.train()``: epochs, per-epoch val, final eval, teardown in a finally."""
+def run_train(trainer, epochs=2, batches=2, val_batches=2, wait=None, compute=None):
+    """A full ``model.train()``: epochs, per-epoch val, final eval, teardown in a finally; ``wait()``
+    before each batch (the dataloader) and ``compute()`` inside it (forward, backward), where given."""
     validator = DetectionValidator(trainer.callbacks)  # shares the trainer's dict
     try:
         trainer.run_callbacks("on_pretrain_routine_start")
@@ -65,7 +66,11 @@ def run_train(trainer, epochs=2, batches=2, val_batches=2):
             trainer.epoch = epoch
             trainer.run_callbacks("on_train_epoch_start")
             for _ in range(batches):
+                if wait is not None:
+                    wait()
                 trainer.run_callbacks("on_train_batch_start")
+                if compute is not None:
+                    compute()
                 trainer.run_callbacks("on_train_batch_end")
             trainer.run_callbacks("on_train_epoch_end")
             run_val(validator, val_batches)

@@ -50,28 +50,11 @@ def test_a_change_is_beyond_noise_past_three_standard_errors_and_the_drift(befor
 TRAIN = """
 import sys, time
 import otel_callbacks
-from tests.engines import DetectionTrainer, DetectionValidator, run_val
+from tests.engines import DetectionTrainer, run_train
 
-wait = float(sys.argv[1])
-trainer = DetectionTrainer()
-validator = DetectionValidator(trainer.callbacks)
-trainer.run_callbacks("on_pretrain_routine_start")
-trainer.run_callbacks("on_pretrain_routine_end")
-trainer.run_callbacks("on_train_start")
-for epoch in range(3):
-    trainer.epoch = epoch
-    trainer.run_callbacks("on_train_epoch_start")
-    for _ in range(30):
-        time.sleep(wait)  # the dataloader
-        trainer.run_callbacks("on_train_batch_start")
-        time.sleep(0.004)  # forward, backward
-        trainer.run_callbacks("on_train_batch_end")
-    trainer.run_callbacks("on_train_epoch_end")
-    run_val(validator, 2)
-    trainer.run_callbacks("on_model_save")
-    trainer.run_callbacks("on_fit_epoch_end")
-trainer.run_callbacks("on_train_end")
-trainer.run_callbacks("teardown")
+wait = float(sys.argv[1])  # the dataloader; forward and backward take 4 ms
+run_train(DetectionTrainer(), epochs=3, batches=30, val_batches=2,
+          wait=lambda: time.sleep(wait), compute=lambda: time.sleep(0.004))
 """
 
 

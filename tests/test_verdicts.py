@@ -12,7 +12,7 @@ from otel_callbacks import Settings
 from otel_callbacks import semconv as sc
 from otel_callbacks.config import SettingsError
 from otel_callbacks.tracing.verdicts import Times, judge
-from tests.engines import DetectionTrainer, DetectionValidator, run_val
+from tests.engines import DetectionTrainer, run_train
 
 MS = 1_000_000
 
@@ -87,24 +87,8 @@ def train(trainer, epochs=2, batches=6, wait_s=0.0, callback_s=0.0):
         time.sleep(callback_s)
 
     trainer.add_callback("on_fit_epoch_end", uploader)
-    validator = DetectionValidator(trainer.callbacks)
-    trainer.run_callbacks("on_pretrain_routine_start")
-    trainer.run_callbacks("on_pretrain_routine_end")
-    trainer.run_callbacks("on_train_start")
-    for epoch in range(epochs):
-        trainer.epoch = epoch
-        trainer.run_callbacks("on_train_epoch_start")
-        for _ in range(batches):
-            time.sleep(wait_s)
-            trainer.run_callbacks("on_train_batch_start")
-            time.sleep(0.002)
-            trainer.run_callbacks("on_train_batch_end")
-        trainer.run_callbacks("on_train_epoch_end")
-        run_val(validator, 1)
-        trainer.run_callbacks("on_model_save")
-        trainer.run_callbacks("on_fit_epoch_end")
-    trainer.run_callbacks("on_train_end")
-    trainer.run_callbacks("teardown")
+    wait, compute = lambda: time.sleep(wait_s), lambda: time.sleep(0.002)
+    run_train(trainer, epochs=epochs, batches=batches, val_batches=1, wait=wait, compute=compute)
 
 
 @pytest.mark.parametrize(

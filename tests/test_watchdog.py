@@ -137,14 +137,18 @@ def test_stall_spans_stop_at_their_bound(recorded):
     assert len(stalls(recorded)) == 2
 
 
+def first_stall_of_a_hang(recorded):
+    hang = Hang()
+    try:
+        return wait_until(lambda: stalls(recorded), 10, "a stall span")[0]
+    finally:
+        hang.end()
+
+
 @pytest.mark.parametrize("settings", [WATCHED], indirect=True)
 def test_the_stacks_keep_their_depth(recorded, monkeypatch):
     monkeypatch.setattr(watchdog, "_STACK_DEPTH", 2)
-    hang = Hang()
-    try:
-        stall = wait_until(lambda: stalls(recorded), 10, "a stall span")[0]
-    finally:
-        hang.end()
+    stall = first_stall_of_a_hang(recorded)
     for thread in stall.attributes[sc.ATTR_STALL_STACKS].split("\n\n"):
         assert len(thread.splitlines()) <= 1 + 2, thread  # its header, its two innermost calls
 
@@ -152,11 +156,7 @@ def test_the_stacks_keep_their_depth(recorded, monkeypatch):
 @pytest.mark.parametrize("settings", [WATCHED], indirect=True)
 def test_the_stacks_are_cut_at_their_size(recorded, monkeypatch):
     monkeypatch.setattr(watchdog, "_STACKS_MAX", 300)
-    hang = Hang()
-    try:
-        stall = wait_until(lambda: stalls(recorded), 10, "a stall span")[0]
-    finally:
-        hang.end()
+    stall = first_stall_of_a_hang(recorded)
     stacks = stall.attributes[sc.ATTR_STALL_STACKS]
     assert len(stacks) <= 300 and stacks.endswith("\n... (cut)") and stacks.startswith("Thread ")
 

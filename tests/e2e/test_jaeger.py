@@ -5,11 +5,13 @@ with ``send``, reads as one tree too."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -264,27 +266,58 @@ sys.stdin.read()  # exporters, /metrics included, stay up until the test closes 
 """
 
 
+class Held:
+    """A training in a subprocess that stops where its script prints a word and reads a line, until
+    the test releases it (``held_training``)."""
+
+    def __init__(self, process: subprocess.Popen, log) -> None:
+        self.process, self.log = process, log
+
+    def says(self, word: str, timeout: float, what: str) -> None:
+        def next_line() -> bool:
+            line = self.process.stdout.readline()
+            assert line or self.process.poll() is None, self.log.read_text()[-3000:]
+            return line.strip() == word
+
+        wait_until(next_line, timeout, what, 0)
+
+    def release(self) -> None:
+        """Let it go on, to the end of its training (it says DONE), then to its exit."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        self.says("DONE", 120, "the training to finish")
+        self.process.stdin.close()
+        assert self.process.wait(60) == 0
+
+
+@contextlib.contextmanager
+def held_training(script: str, args: list[str], env: dict[str, str], log) -> Iterator[Held]:
+    """``script`` run with ``args``; killed where the test fails before releasing it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+    )  # fmt: skip
+    try:
+        yield Held(process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def first_stall(backend, service: str) -> tuple[dict, dict]:
+    """The trace holding the service's first stall span in Jaeger, and that span's tags."""
+    (found,) = wait_until(lambda: backend.traces(service, operation=sc.SPAN_STALL), 30, "a stall in Jaeger")
+    return found, tags(next(s for s in found["spans"] if s["operationName"] == sc.SPAN_STALL))
+
+
 def test_a_running_training_and_its_hang_are_seen_in_jaeger_while_they_last(backend, data, tmp_path):
     service = f"hang-{uuid.uuid4().hex[:8]}"
     env = exporting_to(backend, "http/protobuf", service) | {"OTEL_BSP_SCHEDULE_DELAY": "200"}
     env = child_env(env | {"OTEL_CALLBACKS_SLOW_THRESHOLD": "0.5"})
-    log = tmp_path / "training.log"
-    training = subprocess.Popen(
-        [sys.executable, "-c", HANG, str(data), str(tmp_path)],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-    )  # fmt: skip
-
-    def says(word: str) -> bool:
-        line = training.stdout.readline()
-        assert line or training.poll() is None, log.read_text()[-3000:]
-        return line.strip() == word
-
-    try:
-        wait_until(lambda: says("HANGING"), 240, "the training to hang", 0)
-        (found,) = wait_until(
-            lambda: backend.traces(service, operation=sc.SPAN_STALL), 30, "a stall in Jaeger"
-        )
-        assert training.poll() is None, "seen while the training hangs"
+    with held_training(HANG, [str(data), str(tmp_path)], env, tmp_path / "training.log") as training:
+        training.says("HANGING", 240, "the training to hang")
+        found, stall_tags = first_stall(backend, service)
+        assert training.process.poll() is None, "seen while the training hangs"
         # The run and its epoch, in progress: found by the run's name, read as running since.
         run_name = f"{tmp_path.name}/hang"
         assert [t["traceID"] for t in backend.traces(service, tags={sc.ATTR_RUN_NAME: run_name})] == [
@@ -296,8 +329,6 @@ def test_a_running_training_and_its_hang_are_seen_in_jaeger_while_they_last(back
         assert tags(live["epoch (in progress)"])[sc.ATTR_EPOCH] == ("int64", 1)
         assert all(s["duration"] == 0 for s in live.values()), "a zero-length row each"
         assert not any(s["operationName"] in ("train", "epoch") for s in found["spans"]), "not ended yet"
-        stall = next(s for s in found["spans"] if s["operationName"] == sc.SPAN_STALL)
-        stall_tags = tags(stall)
         assert stall_tags[sc.ATTR_EVENT] == ("string", "on_fit_epoch_end")
         assert stall_tags[sc.ATTR_CALLBACK][1].endswith("checkpoint_uploader")
         assert stall_tags[sc.ATTR_EPOCH] == ("int64", 1)
@@ -305,14 +336,7 @@ def test_a_running_training_and_its_hang_are_seen_in_jaeger_while_they_last(back
         hung = stacks.split("\n\n")[0].splitlines()  # the hung thread's, first; its innermost call first
         assert "(MainThread, most recent call first)" in hung[0]
         assert hung[1].endswith("in checkpoint_uploader")
-        training.stdin.write("\n")
-        training.stdin.flush()
-        wait_until(lambda: says("DONE"), 60, "the training to finish", 0)
-        training.stdin.close()
-        assert training.wait(60) == 0
-    finally:
-        if training.poll() is None:
-            training.kill()
+        training.release()
     trace = backend.trace(found["traceID"])  # the whole run, now that it ended
     spans = {s["spanID"]: s for s in trace["spans"]}
     assert len(spans) == len(trace["spans"]), "each span id once"

@@ -4,13 +4,17 @@ stacks; one tree once the training ends."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 from otel_callbacks import semconv as sc
-from tests.e2e.backends import wait_until
-from tests.e2e.test_jaeger import backend, exporting_to, parent_of, tags  # noqa: F401 (a fixture)
+from tests.e2e.test_jaeger import (  # noqa: F401 (backend: a fixture)
+    backend,
+    exporting_to,
+    first_stall,
+    held_training,
+    parent_of,
+    tags,
+)
 from tests.e2e.test_otlp_backends import child_env
 
 STUCK_LOADER = """
@@ -45,36 +49,15 @@ def test_a_stuck_dataloader_shows_its_stall_in_jaeger_while_it_is_stuck(backend,
     # Two batches an epoch: too few to know the loop's batch times, so the phase bound holds.
     env = child_env(env | {"OTEL_CALLBACKS_STALL_MIN": "1", "OTEL_CALLBACKS_STALL_PHASE": "2"})
     log = tmp_path / "training.log"
-    training = subprocess.Popen(
-        [sys.executable, "-c", STUCK_LOADER, str(data), str(tmp_path)],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
-    )  # fmt: skip
-
-    def says(word: str) -> bool:
-        line = training.stdout.readline()
-        assert line or training.poll() is None, log.read_text()[-3000:]
-        return line.strip() == word
-
-    try:
-        wait_until(lambda: says("STUCK"), 240, "the dataloader to get stuck", 0)
-        (found,) = wait_until(
-            lambda: backend.traces(service, operation=sc.SPAN_STALL), 30, "a stall in Jaeger"
-        )
-        assert training.poll() is None, "seen while the dataloader is stuck"
-        stall = next(s for s in found["spans"] if s["operationName"] == sc.SPAN_STALL)
-        stall_tags = tags(stall)
+    with held_training(STUCK_LOADER, [str(data), str(tmp_path)], env, log) as training:
+        training.says("STUCK", 240, "the dataloader to get stuck")
+        found, stall_tags = first_stall(backend, service)
+        assert training.process.poll() is None, "seen while the dataloader is stuck"
         assert stall_tags[sc.ATTR_PHASE] == ("string", sc.PHASE_DATALOADER)
         assert stall_tags[sc.ATTR_EPOCH] == ("int64", 2) and stall_tags[sc.ATTR_BATCH_INDEX] == ("int64", 0)
         assert stall_tags[sc.ATTR_STALL_BOUND] == ("float64", 2.0)
         assert "in __getitem__" in stall_tags[sc.ATTR_STALL_STACKS][1]
-        training.stdin.write("\n")
-        training.stdin.flush()
-        wait_until(lambda: says("DONE"), 120, "the training to finish", 0)
-        training.stdin.close()
-        assert training.wait(60) == 0
-    finally:
-        if training.poll() is None:
-            training.kill()
+        training.release()
     assert "no hook firing" in log.read_text(), "one warning"
     trace = backend.trace(found["traceID"])  # the whole run, now that it ended
     spans = {s["spanID"]: s for s in trace["spans"]}
